@@ -1,0 +1,265 @@
+"""Video input/output shared by every pipeline: PyAV probes and decodes, ffmpeg encodes.
+
+Decoding goes through PyAV (in-process, frame-accurate, cheap to skip colour conversion
+for frames nobody looks at). Encoding goes through the ffmpeg binary with libx264, the
+system one when present, else the one inside the `imageio-ffmpeg` wheel. Every encode is
+written to a temporary name and moved into place, and uses bit-exact flags so the same
+frames give the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+
+class VideoError(RuntimeError):
+    """A video cannot be opened, decoded or encoded; the message names the file."""
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary: $STC_FFMPEG, a system ffmpeg, or imageio-ffmpeg's."""
+    exe = os.environ.get("STC_FFMPEG") or shutil.which("ffmpeg")
+    if exe:
+        return exe
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        raise VideoError(
+            "no ffmpeg found: install one on PATH, set STC_FFMPEG, or `pip install imageio-ffmpeg`"
+        ) from exc
+
+
+# Same frames, same bytes: no timestamps, encoder version strings or random muxer ids.
+BITEXACT = {"fflags": "+bitexact", "flags:v": "+bitexact", "map_metadata": "-1"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    fps: float
+    num_frames: int        # from the container; 0 when it does not say (count by decoding)
+    width: int             # display size, after rotation
+    height: int
+    duration: float
+    codec: str
+    rotation: int          # degrees clockwise the frames must be turned for display
+
+    @property
+    def fps_fraction(self) -> Fraction:
+        return Fraction(self.fps).limit_denominator(1001)
+
+
+def _rotation(stream) -> int:
+    """Display rotation from the stream's display matrix, as ffmpeg's autorotate applies it."""
+    try:
+        from av.sidedata.sidedata import Type  # noqa: F401
+    except ImportError:
+        pass
+    matrix = None
+    side_data = getattr(stream, "side_data", None)
+    if side_data:
+        for key, value in dict(side_data).items():
+            if "DISPLAYMATRIX" in str(key).upper():
+                matrix = value
+    if matrix is None:
+        meta_rot = (stream.metadata or {}).get("rotate")
+        return int(meta_rot) % 360 if meta_rot else 0
+    try:
+        return int(round(-float(matrix))) % 360
+    except (TypeError, ValueError):
+        return 0
+
+
+def _open(path: str | Path):
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: file not found; check the path or remove it from the input list")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file (0 bytes); re-download or remove it")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
+        raise VideoError(f"{path}: not a video ffmpeg can open ({exc}); re-download or remove it") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: has no video stream; remove it from the inputs")
+    return container
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """fps, frame count, size, duration, codec and rotation of a video, or VideoError."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / 1_000_000
+        width, height = stream.codec_context.width, stream.codec_context.height
+        rotation = _rotation(stream)
+        if rotation in (90, 270):
+            width, height = height, width
+        if not width or not height:
+            raise VideoError(f"{path}: video stream reports no frame size; re-encode or remove it")
+        return VideoInfo(
+            path=str(path), fps=fps, num_frames=int(stream.frames or 0), width=width,
+            height=height, duration=duration, codec=stream.codec_context.name, rotation=rotation,
+        )
+    finally:
+        container.close()
+
+
+def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
+    # np.rot90 turns counter-clockwise; display rotation is clockwise.
+    return np.ascontiguousarray(np.rot90(img, k=-(rotation // 90))) if rotation else img
+
+
+def iter_frames(path: str | Path, fmt: str = "rgb24", want=None,
+                rotation: int | None = None) -> Iterator[tuple[int, np.ndarray | None]]:
+    """Decode every frame once, yielding (index, image) in display orientation.
+
+    `want(index) -> bool` selects the frames that are converted to arrays; the others
+    yield None without paying for colour conversion. Decoding errors raise VideoError
+    naming the file and the frame where decoding stopped.
+    """
+    import av
+
+    container = _open(path)
+    index = -1
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rot = _rotation(stream) if rotation is None else rotation
+        for index, frame in enumerate(container.decode(stream)):
+            if want is None or want(index):
+                yield index, _rotate(frame.to_ndarray(format=fmt), rot)
+            else:
+                yield index, None
+    except av.error.FFmpegError as exc:
+        raise VideoError(
+            f"{path}: decoding failed after frame {index} ({exc}); the file is corrupt or "
+            "truncated: re-download or remove it"
+        ) from None
+    finally:
+        container.close()
+
+
+def read_frames(path: str | Path, start: int = 0, count: int | None = None,
+                fmt: str = "rgb24") -> np.ndarray:
+    """Frames [start, start+count) as one uint8 array [T, H, W, C] (C=1 squeezed for gray)."""
+    stop = None if count is None else start + count
+    frames = []
+    for i, img in iter_frames(path, fmt=fmt, want=lambda i: i >= start and (stop is None or i < stop)):
+        if img is not None:
+            frames.append(img)
+        if stop is not None and i + 1 >= stop:
+            break
+    if not frames:
+        raise VideoError(f"{path}: no frames in [{start}, {stop}); the clip is shorter than that")
+    return np.stack(frames)
+
+
+def _run_ffmpeg(cmd: list[str], what: str, stdin: bytes | None = None) -> None:
+    proc = subprocess.run(cmd, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise VideoError(f"{what}: ffmpeg failed ({' | '.join(tail)})")
+
+
+def x264_args(crf: float, preset: str = "medium", pix_fmt: str = "yuv420p",
+              threads: int = 0) -> list[str]:
+    """ffmpeg output arguments for a bit-exact libx264 encode."""
+    args = ["-c:v", "libx264", "-crf", f"{crf:g}", "-preset", preset, "-pix_fmt", pix_fmt,
+            "-threads", str(threads)]
+    for k, v in BITEXACT.items():
+        args += [f"-{k}", v]
+    return args
+
+
+def encode_frames(frames: Iterable[np.ndarray] | np.ndarray, path: str | Path, fps: float,
+                  crf: float = 10, preset: str = "medium", pix_fmt: str = "yuv420p",
+                  threads: int = 0) -> Path:
+    """Encode RGB uint8 frames [H, W, 3] to an mp4 with libx264, atomically."""
+    from manifests.io import atomic_path
+
+    frames = list(frames) if not isinstance(frames, np.ndarray) else frames
+    if len(frames) == 0:
+        raise VideoError(f"{path}: no frames to encode")
+    h, w = frames[0].shape[:2]
+    if h % 2 or w % 2:
+        raise VideoError(f"{path}: {w}x{h} frames cannot be encoded as {pix_fmt}; use even sizes")
+    fps_q = Fraction(fps).limit_denominator(1001)
+    path = Path(path)
+    with atomic_path(path, suffix=".mp4") as tmp:
+        cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps_q),
+               "-i", "pipe:0", "-an", *x264_args(crf, preset, pix_fmt, threads), str(tmp)]
+        data = np.ascontiguousarray(np.stack(frames) if not isinstance(frames, np.ndarray) else frames,
+                                    dtype=np.uint8).tobytes()
+        _run_ffmpeg(cmd, f"encoding {path}", stdin=data)
+    return path
+
+
+def decode_all(path: str | Path, fmt: str = "rgb24") -> np.ndarray:
+    """Every frame of a (short) video as [T, H, W, C] uint8."""
+    return read_frames(path, 0, None, fmt)
+
+
+def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, int], size: int,
+                   crf: float = 10, preset: str = "medium", pix_fmt: str = "yuv420p",
+                   threads: int = 0, analysis_size: int | None = None
+                   ) -> Iterator[np.ndarray]:
+    """Crop `box` (x0, y0, x1, y1, display coordinates) from `src`, scale to size x size
+    and encode to `dst` with libx264, in one ffmpeg decode; yield the same frames as
+    grayscale arrays (at `analysis_size`, default `size`) while they are encoded, so the
+    caller can analyse the written clip without decoding it again.
+
+    `dst` appears only once the whole clip is written.
+    """
+    from manifests.io import atomic_path
+
+    x0, y0, x1, y1 = box
+    a = analysis_size or size
+    dst = Path(dst)
+    with atomic_path(dst, suffix=".mp4") as tmp, tempfile.TemporaryFile() as err:
+        graph = (f"[0:v]crop={x1 - x0}:{y1 - y0}:{x0}:{y0},"
+                 f"scale={size}:{size}:flags=lanczos,setsar=1,split=2[enc][ana];"
+                 f"[ana]scale={a}:{a}:flags=area,format=gray[gray]")
+        cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
+               "-filter_complex", graph,
+               "-map", "[enc]", "-an", "-fps_mode", "passthrough",
+               *x264_args(crf, preset, pix_fmt, threads), str(tmp),
+               "-map", "[gray]", "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        frame_bytes = a * a
+        try:
+            while True:
+                buf = proc.stdout.read(frame_bytes)
+                if len(buf) < frame_bytes:
+                    break
+                yield np.frombuffer(buf, np.uint8).reshape(a, a)
+        finally:
+            proc.stdout.close()
+            rc = proc.wait()
+        if rc != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
+            raise VideoError(f"{src}: writing the cropped clip {dst} failed ({' | '.join(tail)})")

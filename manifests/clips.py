@@ -1,0 +1,128 @@
+"""The curated-clip manifest: one row per input video, whatever happened to it.
+
+`status` is kept / rejected / error; `reason` is a short code from REASONS (what to group
+by in an audit) and `message` the human sentence (which file, what to do). Every reason
+belongs to one funnel stage, the first stage the clip did *not* pass, which is how the
+paper's Table 4(f)-style funnel is counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pyarrow as pa
+
+from manifests.schema import ManifestSchema
+
+STATUSES = ("kept", "rejected", "error")
+
+# The funnel, in order: a clip that reaches stage i passed every stage before it.
+FUNNEL = ("inputs", "decodable", "face", "crop", "frontal", "no_text", "kept")
+
+# reason -> (status, the funnel stage it fails)
+REASONS: dict[str, tuple[str, str]] = {
+    "kept": ("kept", ""),
+    "unreadable": ("error", "decodable"),      # missing, empty, not a video, corrupt
+    "too_short": ("rejected", "decodable"),
+    "no_face": ("rejected", "face"),
+    "face_too_small": ("rejected", "face"),
+    "multiple_faces": ("rejected", "face"),
+    "crop_too_small": ("rejected", "crop"),
+    "side_face": ("rejected", "frontal"),
+    "text": ("rejected", "no_text"),
+    "encode_failed": ("error", "kept"),         # analysis passed, writing the clip did not
+    "internal_error": ("error", "decodable"),   # a bug: the message has the traceback tail
+}
+
+CLIP_SCHEMA_VERSION = 1
+
+_fields = [
+    ("clip_id", pa.string()),
+    ("source_path", pa.string()),
+    ("source", pa.string()),            # dataset / source name, for per-source statistics
+    ("status", pa.string()),
+    ("reason", pa.string()),
+    ("message", pa.string()),
+    ("clip_path", pa.string()),         # relative to the manifest's output folder
+    # input video
+    ("fps", pa.float64()),
+    ("num_frames", pa.int64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("duration", pa.float64()),
+    ("codec", pa.string()),
+    ("rotation", pa.int32()),
+    # faces (on sampled frames)
+    ("sampled_frames", pa.int32()),
+    ("face_frame_fraction", pa.float64()),
+    ("max_faces", pa.int32()),
+    ("multi_face_fraction", pa.float64()),
+    ("face_size_median", pa.float64()),  # side of the main face box, input pixels
+    # crop, input pixel coordinates (x1, y1 exclusive)
+    ("crop_x0", pa.int32()),
+    ("crop_y0", pa.int32()),
+    ("crop_x1", pa.int32()),
+    ("crop_y1", pa.int32()),
+    ("face_proportion", pa.float64()),  # median main-face box area / crop area
+    # side face (paper Sec. 6.1)
+    ("landmark_frames", pa.int32()),
+    ("side_fraction", pa.float64()),
+    ("side_ratio_median", pa.float64()),
+    ("side_ratio_min", pa.float64()),
+    ("side_ratio_max", pa.float64()),
+    # text (PP-OCR detection)
+    ("ocr_frames", pa.int32()),
+    ("has_text", pa.bool_()),
+    ("text_score", pa.float64()),
+    ("text_boxes", pa.int32()),
+    ("text_area_fraction", pa.float64()),
+    # motion (paper Sec. 6.2), on the written clip
+    ("motion_intensity", pa.float64()),  # mean over frame pairs of changed-pixel fraction
+    ("motion_sum", pa.int64()),          # total changed pixels over the clip
+    # written clip
+    ("clip_size", pa.int32()),
+    ("clip_num_frames", pa.int64()),
+    ("clip_fps", pa.float64()),
+]
+
+
+def _check_status(row: Mapping[str, Any]) -> str | None:
+    status, reason = row["status"], row["reason"]
+    if status not in STATUSES:
+        return f"status {status!r} is not one of {STATUSES}"
+    if reason not in REASONS:
+        return f"reason {reason!r} is not one of {sorted(REASONS)}"
+    if REASONS[reason][0] != status:
+        return f"reason {reason!r} belongs to status {REASONS[reason][0]!r}, not {status!r}"
+    return None
+
+
+def _check_kept(row: Mapping[str, Any]) -> str | None:
+    if row["status"] == "kept" and not row["clip_path"]:
+        return "kept row without clip_path"
+    return None
+
+
+CLIP_SCHEMA = ManifestSchema(
+    name="curated_clips",
+    version=CLIP_SCHEMA_VERSION,
+    arrow=pa.schema(_fields),
+    key="clip_id",
+    row_checks=(_check_status, _check_kept),
+)
+
+
+def funnel_stage(reason: str) -> str:
+    """The funnel stage a row with this reason failed ('' for kept)."""
+    return REASONS[reason][1]
+
+
+def funnel_counts(reasons: list[str]) -> dict[str, int]:
+    """How many rows reached each funnel stage."""
+    failed_at = [funnel_stage(r) for r in reasons]
+    counts = {}
+    for i, stage in enumerate(FUNNEL):
+        # A row reached stage i unless it failed at stage i or earlier.
+        earlier = set(FUNNEL[1:i + 1])
+        counts[stage] = sum(1 for f in failed_at if f not in earlier)
+    return counts

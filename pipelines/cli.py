@@ -1,0 +1,49 @@
+"""The `stc` command line: one subcommand per pipeline.
+
+Each module listed in COMMANDS has `add_parser(subparsers)`, which adds its subcommand
+and sets `func(args) -> int` as the parser default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = [
+    "pipelines.curate",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stc",
+        description="Build video face restoration training data and train STC models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("stc: interrupted; finished work is saved, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every user-facing failure ends here
+        from manifests.config import ConfigError
+        from manifests.schema import ManifestError
+
+        if isinstance(exc, (ConfigError, ManifestError, FileNotFoundError)):
+            print(f"stc {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
