@@ -162,6 +162,36 @@ def iter_frames(path: str | Path, fmt: str = "rgb24", want=None,
         container.close()
 
 
+def decode_sampled(path: str | Path, indices: set[int], on_frame, fmt: str = "rgb24",
+                   include_last: bool = True) -> int:
+    """Decode the whole video once, calling `on_frame(index, image)` for the frames in
+    `indices` and, with `include_last`, for the true last frame (container frame counts
+    can be wrong). Returns the number of frames decoded."""
+    import av
+
+    container = _open(path)
+    index, last, done = -1, None, False
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rot = _rotation(stream)
+        for index, frame in enumerate(container.decode(stream)):
+            done = index in indices
+            if done:
+                on_frame(index, _rotate(frame.to_ndarray(format=fmt), rot))
+            last = frame
+        if include_last and last is not None and not done:
+            on_frame(index, _rotate(last.to_ndarray(format=fmt), rot))
+    except av.error.FFmpegError as exc:
+        raise VideoError(
+            f"{path}: decoding failed after frame {index} ({exc}); the file is corrupt or "
+            "truncated: re-download or remove it"
+        ) from None
+    finally:
+        container.close()
+    return index + 1
+
+
 def read_frames(path: str | Path, start: int = 0, count: int | None = None,
                 fmt: str = "rgb24") -> np.ndarray:
     """Frames [start, start+count) as one uint8 array [T, H, W, C] (C=1 squeezed for gray)."""

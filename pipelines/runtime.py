@@ -32,6 +32,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, **kwargs)
     from ray.data import DataContext
 
+    # Ray Data narrates every execution at INFO; our pipelines report for themselves.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     # Our pipelines print one progress bar of their own, counted in clips.
     ctx.enable_progress_bars = False
@@ -43,3 +45,22 @@ def ray_cpus() -> int:
     import ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def map_with_actors(items: list[dict], worker_cls: type, constructor_kwargs: dict,
+                    workers: int | None = None, num_cpus: float = 1, num_gpus: float = 0):
+    """Run `worker_cls(**constructor_kwargs)(item)` over `items` on a pool of Ray actors
+    and yield the result rows as they finish (not in input order).
+
+    Actors load their models once; one item per block lets a slow video hold up only
+    its own actor. Results should be flat dicts of strings/numbers (JSON-encode
+    anything nested) so Ray never has to infer Arrow types from a block of nulls.
+    """
+    import ray
+
+    size = max(1, min(workers or ray_cpus(), len(items)))
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map(worker_cls, fn_constructor_kwargs=constructor_kwargs,
+                compute=ray.data.ActorPoolStrategy(size=size), num_cpus=num_cpus,
+                num_gpus=num_gpus or None)
+    yield from ds.iter_rows()

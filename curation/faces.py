@@ -1,0 +1,87 @@
+"""Face detection on sampled frames with dlib (frontal HOG by default, MMOD CNN optional).
+
+Frames are downscaled to `detect_max_side` first: HOG cost grows with pixels while its
+smallest detectable face (~80 px) is plenty for crops meant to become 512x512.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from curation.config import FaceConfig, SamplingConfig
+from curation.models import CNN_FACE_DETECTOR, dlib_model_path
+
+
+@dataclass(frozen=True)
+class Box:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float = 0.0
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
+
+    def scaled(self, s: float) -> "Box":
+        return Box(self.x0 * s, self.y0 * s, self.x1 * s, self.y1 * s, self.score)
+
+
+def sample_indices(num_frames: int, fps: float, cfg: SamplingConfig) -> list[int]:
+    """Frames to analyse: ~`per_second` per second, first and last always, at most
+    `max_frames`, evenly spread."""
+    if num_frames <= 0:
+        return []
+    seconds = num_frames / fps if fps > 0 else num_frames / 25.0
+    n = int(round(seconds * cfg.per_second)) + 2
+    n = max(2, min(n, cfg.max_frames, num_frames))
+    if num_frames == 1:
+        return [0]
+    return sorted({int(round(x)) for x in np.linspace(0, num_frames - 1, n)})
+
+
+def downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """The frame shrunk so its longer side is at most `max_side`, and the factor used."""
+    h, w = rgb.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s >= 1.0:
+        return rgb, 1.0
+    return cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA), s
+
+
+class FaceDetector:
+    """dlib face detector; `detect` returns boxes in the given frame's pixels, largest first."""
+
+    def __init__(self, cfg: FaceConfig):
+        import dlib
+
+        self.cfg = cfg
+        if cfg.detector == "cnn":
+            self._cnn = dlib.cnn_face_detection_model_v1(str(dlib_model_path(CNN_FACE_DETECTOR)))
+            self._hog = None
+        else:
+            self._hog = dlib.get_frontal_face_detector()
+            self._cnn = None
+
+    def detect(self, rgb: np.ndarray) -> list[Box]:
+        if self._hog is not None:
+            rects, scores, _ = self._hog.run(rgb, self.cfg.upsample, 0.0)
+            boxes = [Box(r.left(), r.top(), r.right(), r.bottom(), s) for r, s in zip(rects, scores)]
+        else:
+            boxes = [Box(d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence)
+                     for d in self._cnn(rgb, self.cfg.upsample)]
+        h, w = rgb.shape[:2]
+        # dlib may return boxes reaching past the border; clip so areas are honest.
+        boxes = [Box(max(0, b.x0), max(0, b.y0), min(w, b.x1), min(h, b.y1), b.score) for b in boxes]
+        return sorted((b for b in boxes if b.area > 0), key=lambda b: -b.area)
+
+
+def count_other_faces(boxes: list[Box], ratio: float) -> int:
+    """Faces besides the main (largest) one that are at least `ratio` of its area."""
+    if len(boxes) < 2:
+        return 0
+    return sum(1 for b in boxes[1:] if b.area >= ratio * boxes[0].area)

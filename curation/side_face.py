@@ -1,0 +1,79 @@
+"""Side-face rule of paper Sec. 6.1 on dlib's 68-point landmarks.
+
+With x36, x45 the outer eye corners and x30 the nose tip, a frame is a side face when
+the nose tip is outside the eyes, or alpha = |x36 - x30| / |x45 - x30| is below
+`alpha_min` (0.4) or above `alpha_max` (2.5). Unlike the published script, which stops
+at the first side frame, every analysed frame is judged and the clip is decided by the
+fraction of side frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from curation.config import SideFaceConfig
+from curation.faces import Box
+from curation.models import LANDMARKS_68, dlib_model_path
+
+LEFT_EYE_OUTER, RIGHT_EYE_OUTER, NOSE_TIP = 36, 45, 30
+
+
+def eye_nose_ratio(x36: float, x45: float, x30: float) -> float:
+    """alpha = |x36 - x30| / |x45 - x30| (inf when the nose tip sits on x45)."""
+    d45 = abs(x45 - x30)
+    return abs(x36 - x30) / d45 if d45 > 0 else math.inf
+
+
+def is_side_face(x36: float, x45: float, x30: float, cfg: SideFaceConfig = SideFaceConfig()) -> bool:
+    lo, hi = min(x36, x45), max(x36, x45)
+    if x30 < lo or x30 > hi:
+        return True
+    alpha = eye_nose_ratio(x36, x45, x30)
+    return alpha < cfg.alpha_min or alpha > cfg.alpha_max
+
+
+@dataclass
+class SideFaceStats:
+    frames: int
+    side_fraction: float | None
+    ratio_median: float | None
+    ratio_min: float | None
+    ratio_max: float | None
+
+    def is_side_dominated(self, cfg: SideFaceConfig) -> bool:
+        return self.side_fraction is not None and self.side_fraction > cfg.max_side_fraction
+
+
+def summarise(points: list[np.ndarray], cfg: SideFaceConfig) -> SideFaceStats:
+    """Clip statistics from per-frame 68x2 landmark arrays."""
+    if not points:
+        return SideFaceStats(0, None, None, None, None)
+    side = [is_side_face(p[LEFT_EYE_OUTER, 0], p[RIGHT_EYE_OUTER, 0], p[NOSE_TIP, 0], cfg) for p in points]
+    ratios = np.array([eye_nose_ratio(p[LEFT_EYE_OUTER, 0], p[RIGHT_EYE_OUTER, 0], p[NOSE_TIP, 0])
+                       for p in points])
+    finite = ratios[np.isfinite(ratios)]
+    return SideFaceStats(
+        frames=len(points),
+        side_fraction=float(np.mean(side)),
+        ratio_median=float(np.median(ratios)),  # the median of a few infs stays finite
+        ratio_min=float(finite.min()) if finite.size else None,
+        ratio_max=float(finite.max()) if finite.size else None,
+    )
+
+
+class LandmarkPredictor:
+    """dlib's 68-point shape predictor from the `face-recognition-models` package."""
+
+    def __init__(self):
+        import dlib
+
+        self._dlib = dlib
+        self._predictor = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
+
+    def __call__(self, rgb: np.ndarray, box: Box) -> np.ndarray:
+        rect = self._dlib.rectangle(int(box.x0), int(box.y0), int(box.x1), int(box.y1))
+        shape = self._predictor(rgb, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)

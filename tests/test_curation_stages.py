@@ -1,0 +1,209 @@
+"""Each curation stage on its own: the paper's rules at their edges, and the real
+models (dlib, PP-OCR, ffmpeg/x264) on real and generated frames."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from curation.config import SamplingConfig, SideFaceConfig, TextConfig
+from curation.crop import crop_box, face_proportion
+from curation.faces import Box, count_other_faces, sample_indices
+from curation.motion import changed_pixels, motion_intensity
+from curation.side_face import eye_nose_ratio, is_side_face, summarise
+from curation.video import VideoError, crop_transcode, encode_frames, probe, read_frames
+
+from .conftest import noise_video
+
+
+# --- side face (paper Sec. 6.1) ------------------------------------------------------
+def eyes_for_alpha(alpha: float, x30: float = 100.0, d45: float = 20.0) -> tuple[float, float, float]:
+    """Outer eye corners x36 < x30 < x45 with |x36-x30| / |x45-x30| = alpha."""
+    return x30 - alpha * d45, x30 + d45, x30
+
+
+@pytest.mark.parametrize("alpha, side", [(0.39, True), (0.41, False), (1.0, False),
+                                         (2.49, False), (2.51, True)])
+def test_side_rule_at_alpha_edges(alpha, side):
+    x36, x45, x30 = eyes_for_alpha(alpha)
+    assert eye_nose_ratio(x36, x45, x30) == pytest.approx(alpha)
+    assert is_side_face(x36, x45, x30) is side
+
+
+@pytest.mark.parametrize("x36, x45, x30", [
+    (80.0, 120.0, 125.0),   # nose right of both eye corners
+    (80.0, 120.0, 70.0),    # nose left of both
+    (120.0, 80.0, 125.0),   # mirrored landmark order, still outside
+])
+def test_nose_outside_the_eyes_is_side(x36, x45, x30):
+    assert is_side_face(x36, x45, x30)
+
+
+def test_nose_on_the_eye_corner_is_side_and_ratio_is_infinite():
+    assert eye_nose_ratio(80.0, 120.0, 120.0) == math.inf
+    assert is_side_face(80.0, 120.0, 120.0)
+    assert is_side_face(80.0, 120.0, 80.0)  # alpha = 0
+
+
+def test_thresholds_come_from_config():
+    x36, x45, x30 = eyes_for_alpha(0.45)
+    assert not is_side_face(x36, x45, x30)
+    assert is_side_face(x36, x45, x30, SideFaceConfig(alpha_min=0.5))
+
+
+def _points(alpha):
+    p = np.zeros((68, 2))
+    p[36, 0], p[45, 0], p[30, 0] = eyes_for_alpha(alpha)
+    return p
+
+
+def test_clip_decision_uses_the_fraction_of_side_frames():
+    cfg = SideFaceConfig(max_side_fraction=0.5)
+    stats = summarise([_points(a) for a in (1.0, 1.2, 0.3, 3.0)], cfg)
+    assert stats.frames == 4 and stats.side_fraction == 0.5
+    assert stats.ratio_median == pytest.approx(1.1) and stats.ratio_min == pytest.approx(0.3)
+    assert not stats.is_side_dominated(cfg)
+    assert summarise([_points(a) for a in (1.0, 0.3, 3.0)], cfg).is_side_dominated(cfg)
+    assert summarise([], cfg).side_fraction is None
+
+
+# --- sampling, crop --------------------------------------------------------------------
+def test_sample_indices_cover_the_clip():
+    idx = sample_indices(200, 25.0, SamplingConfig(per_second=2.0, max_frames=64))
+    assert idx[0] == 0 and idx[-1] == 199 and len(idx) == 18  # 8 s * 2 + first and last
+    assert np.all(np.diff(idx) > 0)
+    assert len(sample_indices(100_000, 25.0, SamplingConfig(max_frames=64))) == 64
+    assert sample_indices(3, 25.0, SamplingConfig()) == [0, 2]   # first and last
+    assert sample_indices(3, 1.0, SamplingConfig()) == [0, 1, 2]
+    assert sample_indices(0, 25.0, SamplingConfig()) == []
+
+
+def test_crop_box_is_the_square_union_inside_the_frame():
+    boxes = [Box(100, 100, 200, 200), Box(140, 110, 240, 210)]
+    x0, y0, x1, y1 = crop_box(boxes, 640, 480, expand=1.0)
+    assert (x1 - x0) == (y1 - y0) == 140           # union is 140 x 110, made square
+    assert (x0, x1) == (100, 240) and y0 <= 100 and y1 >= 210
+    # Expanded past the frame edge: the box moves inside instead of being squashed.
+    x0, y0, x1, y1 = crop_box([Box(0, 300, 100, 400)], 640, 480, expand=1.8)
+    assert x0 == 0 and y1 <= 480 and x1 - x0 == y1 - y0 == 180
+    # Larger than the frame: clamped to the shorter side, and always even.
+    x0, y0, x1, y1 = crop_box([Box(0, 0, 501, 401)], 641, 481, expand=2.0)
+    assert y0 == 0 and y1 - y0 == 480 and x1 - x0 == 480 and x1 <= 641
+    assert face_proportion([Box(0, 0, 50, 50)], (0, 0, 100, 100)) == 0.25
+
+
+def test_other_faces_count_against_the_main_face():
+    main = Box(0, 0, 100, 100)
+    assert count_other_faces([main, Box(0, 0, 80, 80)], 0.5) == 1
+    assert count_other_faces([main, Box(0, 0, 30, 30)], 0.5) == 0
+    assert count_other_faces([main], 0.5) == 0
+
+
+# --- motion (paper Sec. 6.2) -----------------------------------------------------------
+def test_motion_counts_binarised_changed_pixels():
+    a = np.zeros((32, 32), np.uint8)
+    b = a.copy()
+    b[:4, :8] = 100                 # 32 pixels change strongly
+    b[10:12, :] = 10                # 64 pixels change below the threshold
+    assert changed_pixels(a, b, threshold=20) == 32
+    meter = motion_intensity([a, b, b, a], threshold=20)
+    assert meter.total == 64 and meter.frames == 4
+    assert meter.intensity == pytest.approx((32 + 0 + 32) / 3 / 1024)
+    assert motion_intensity([a, a, a]).intensity == 0.0
+    assert motion_intensity([a]).intensity is None
+
+
+# --- probe and decode --------------------------------------------------------------------
+def test_probe_and_decode_generated_clip(tmp_path):
+    path = noise_video(tmp_path / "n.mp4", frames=30, size=96, fps=25)
+    info = probe(path)
+    assert (info.width, info.height, info.num_frames, info.codec) == (96, 96, 30, "h264")
+    assert info.fps == pytest.approx(25.0) and info.duration == pytest.approx(1.2, abs=0.05)
+    frames = read_frames(path, start=5, count=10)
+    assert frames.shape == (10, 96, 96, 3) and frames.dtype == np.uint8
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("missing", "file not found"),
+    ("empty", "empty file (0 bytes)"),
+    ("text", "not a video ffmpeg can open"),
+    ("truncated", "re-download or remove it"),
+])
+def test_bad_files_raise_errors_naming_the_file(tmp_path, kind, needle):
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "empty":
+        path.touch()
+    elif kind == "text":
+        path.write_text("this is not a video\n" * 10)
+    elif kind == "truncated":
+        good = noise_video(tmp_path / "good.mp4", frames=30)
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    with pytest.raises(VideoError) as err:
+        probe(path)
+        read_frames(path)
+    assert str(path) in str(err.value) and needle in str(err.value)
+
+
+def test_crop_transcode_is_one_pass_and_deterministic(tmp_path):
+    src = noise_video(tmp_path / "src.mp4", frames=20, size=128)
+    outs = []
+    for name in ("a.mp4", "b.mp4"):
+        grays = list(crop_transcode(src, tmp_path / name, (16, 32, 80, 96), 64, crf=10, preset="ultrafast"))
+        assert len(grays) == 20 and grays[0].shape == (64, 64)
+        outs.append((tmp_path / name).read_bytes())
+    assert outs[0] == outs[1]
+    written = read_frames(tmp_path / "a.mp4")
+    assert written.shape == (20, 64, 64, 3)
+    # The gray frames handed back are the frames that were encoded.
+    decoded_gray = cv2.cvtColor(written[0], cv2.COLOR_RGB2GRAY).astype(int)
+    assert np.abs(decoded_gray - grays[0].astype(int)).mean() < 3
+
+
+# --- real models on real frames --------------------------------------------------------
+@pytest.fixture(scope="module")
+def frontal_frame(shared_videos):
+    return read_frames(shared_videos / "hdtf_1.mp4", 0, 1)[0]
+
+
+def test_dlib_finds_one_frontal_face_with_landmarks(frontal_frame):
+    from curation.config import FaceConfig
+    from curation.faces import FaceDetector
+    from curation.side_face import LandmarkPredictor
+
+    boxes = FaceDetector(FaceConfig()).detect(frontal_frame)
+    assert len(boxes) == 1
+    b = boxes[0]
+    assert 150 < b.x1 - b.x0 < 400 and 0 <= b.x0 < b.x1 <= 512
+    pts = LandmarkPredictor()(frontal_frame, b)
+    assert pts.shape == (68, 2)
+    assert not is_side_face(pts[36, 0], pts[45, 0], pts[30, 0])
+    assert FaceDetector(FaceConfig()).detect(np.full((240, 320, 3), 127, np.uint8)) == []
+
+
+def test_ppocr_detects_drawn_text_but_not_a_plain_face(frontal_frame):
+    from curation.text import TextDetector
+
+    det = TextDetector(TextConfig())
+    assert det(frontal_frame).scores == []
+    # The text case is built by drawing text onto a real frame (the shared clips have none).
+    with_text = frontal_frame.copy()
+    cv2.putText(with_text, "BREAKING NEWS 2026", (20, 470), cv2.FONT_HERSHEY_SIMPLEX, 1.2,
+                (255, 255, 255), 3)
+    found = det(with_text)
+    assert found.scores and max(found.scores) >= 0.6 and 0 < found.area_fraction < 0.2
+
+
+def test_text_boxes_that_are_not_text_lines_are_ignored():
+    from curation.text import TextDetector
+
+    det = TextDetector(TextConfig())
+    line = np.array([[10, 10], [110, 10], [110, 30], [10, 30]], float)
+    earring = np.array([[10, 10], [36, 10], [36, 52], [10, 52]], float)
+    whole = np.array([[0, 0], [127, 0], [127, 127], [0, 127]], float)
+    assert det.is_text_line(line, 0.9, 128)
+    assert not det.is_text_line(line, 0.5, 128)      # below min_score
+    assert not det.is_text_line(earring, 0.9, 128)   # taller than wide
+    assert not det.is_text_line(whole, 0.9, 128)     # spans the frame
