@@ -1,0 +1,159 @@
+"""The torch dataset Stage II training reads: (lq, hq) pairs from the degraded shards.
+
+    from degrade.loader import PairDataset
+
+    ds = PairDataset("pairs_dir", recipe="bfvr", shuffle=True, seed=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=4)
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for lq, hq in loader:   # each float32 [B, C, T, H, W] in [-1, 1]
+
+Each item is `(lq, hq)`: float32 tensors shaped [C, T, H, W] (C = 3, RGB), uint8 mapped
+to [-1, 1] by `x / 127.5 - 1`. `recipe` picks one recipe (or a list; None = every recipe
+in the folder), `clips` keeps only those clip ids (a train/validation split), `size`
+resizes both clips (OpenCV area) when training wants another size than the shards hold,
+`return_meta=True` adds a dict with the pair id and the drawn parameters (`params` stays a
+JSON string so default collation works).
+
+It is an IterableDataset so that it reads shards sequentially instead of seeking per
+item: the unit of work is one Parquet row group (a few pairs) of one shard. Every epoch
+the units of *all* shards are shuffled together with (seed, epoch), then dealt round
+robin to distributed ranks (RANK / WORLD_SIZE, or the arguments) and DataLoader workers,
+each unit to exactly one reader, and pairs are shuffled again inside a buffer of
+`shuffle_buffer` pairs. Only pairs whose row in `pairs.parquet` is `ok` are read, so
+orphan pairs of an interrupted run never reach training.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Collection, Iterator, Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from degrade.shards import decode_pair
+from manifests.io import read_table
+from manifests.pairs import PAIRS_SCHEMA
+
+Unit = tuple[str, int, tuple[int, ...]]   # (shard path relative to root, row group, rows in it)
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, H, W, C] -> float32 [C, T, H, W] in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    return t.div_(127.5).sub_(1.0)
+
+
+def to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """The inverse of `to_tensor`: [C, T, H, W] in [-1, 1] -> uint8 [T, H, W, C]."""
+    x = ((tensor.detach().cpu().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return x.permute(1, 2, 3, 0).numpy()
+
+
+class PairDataset(IterableDataset):
+    def __init__(self, pairs_dir: str | Path, recipe: str | Sequence[str] | None = None,
+                 size: int | None = None, shuffle: bool = True, seed: int = 0, *,
+                 seeds: Sequence[int] | None = None, clips: Collection[str] | None = None,
+                 shuffle_buffer: int = 16,
+                 return_meta: bool = False, rank: int | None = None,
+                 world_size: int | None = None):
+        self.root = Path(pairs_dir)
+        recipes = [recipe] if isinstance(recipe, str) else recipe
+        table = read_table(self.root / "pairs.parquet", PAIRS_SCHEMA)
+        clips = set(clips) if clips is not None else None
+        rows = [r for r in table.select(["status", "recipe", "seed", "clip_id",
+                                          "lq_path_or_shard", "shard_row"]).to_pylist()
+                if r["status"] == "ok" and (recipes is None or r["recipe"] in recipes)
+                and (seeds is None or r["seed"] in seeds)
+                and (clips is None or r["clip_id"] in clips)]
+        if not rows:
+            have = sorted(set(table.column("recipe").to_pylist()))
+            raise ValueError(f"{self.root}/pairs.parquet has no ok pairs"
+                             f"{' for recipe ' + str(list(recipes)) if recipes else ''} "
+                             f"(recipes there: {have}); run `stc degrade` first")
+        wanted: dict[str, set[int]] = {}
+        for r in rows:
+            wanted.setdefault(r["lq_path_or_shard"], set()).add(r["shard_row"])
+        self.units: list[Unit] = []
+        for shard in sorted(wanted):
+            path = self.root / shard
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}, listed in {self.root}/pairs.parquet, is missing; "
+                                        "the folder is incomplete: copy it whole or rerun stc degrade")
+            meta = pq.ParquetFile(path).metadata
+            start = 0
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                inside = tuple(i - start for i in sorted(wanted[shard]) if start <= i < start + n)
+                if inside:
+                    self.units.append((shard, g, inside))
+                start += n
+        self.num_pairs = len(rows)
+        self.size = size
+        self.shuffle, self.seed, self.buffer = shuffle, seed, max(1, shuffle_buffer)
+        self.return_meta = return_meta
+        self.rank = rank if rank is not None else int(os.environ.get("RANK", 0))
+        self.world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} must lie in [0, world_size={self.world_size})")
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        """Pairs in the folder (all ranks together)."""
+        return self.num_pairs
+
+    def set_epoch(self, epoch: int) -> None:
+        """A new shuffle order; call before each epoch (workers copy it when they start)."""
+        self.epoch = epoch
+
+    def _my_units(self) -> list[Unit]:
+        units = list(self.units)
+        if self.shuffle:
+            np.random.default_rng([self.seed, self.epoch]).shuffle(units)
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        return units[self.rank * nw + wid::self.world_size * nw]
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        files: dict[str, pq.ParquetFile] = {}
+        for shard, g, inside in self._my_units():
+            if shard not in files:
+                files[shard] = pq.ParquetFile(self.root / shard)
+            group = files[shard].read_row_group(g).to_pylist()
+            for i in inside:
+                yield group[i]
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self.shuffle:
+            for row in self._rows():
+                yield self._item(row)
+            return
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, info.id if info else 0])
+        buf: list[dict[str, Any]] = []
+        for row in self._rows():
+            buf.append(row)
+            if len(buf) >= self.buffer:
+                yield self._item(buf.pop(int(rng.integers(len(buf)))))
+        while buf:
+            yield self._item(buf.pop(int(rng.integers(len(buf)))))
+
+    def _resize(self, frames: np.ndarray) -> np.ndarray:
+        if self.size is None or frames.shape[1:3] == (self.size, self.size):
+            return frames
+        from degrade.codec import resize_frames
+
+        return resize_frames(frames, self.size, self.size, "area")
+
+    def _item(self, row: dict[str, Any]):
+        lq, hq = decode_pair(row)
+        item = (to_tensor(self._resize(lq)), to_tensor(self._resize(hq)))
+        if self.return_meta:
+            meta = {"pair_id": row["pair_id"], "clip_id": row["clip_id"], "recipe": row["recipe"],
+                    "start_frame": row["start_frame"], "params": row["params"]}
+            return (*item, meta)
+        return item
