@@ -1,0 +1,173 @@
+"""Random frame windows from the curated manifest (HQ clips) for Stage I.
+
+Sampling is a pure function of (seed, sample index): sample i of step s on worker r is
+index ((s * world + r) * batch + i), and its clip, start frame and flip come from a NumPy
+generator seeded with (seed, index). A resumed run therefore sees exactly the windows the
+uninterrupted run would have seen, whatever the number of loader processes.
+
+Validation windows come from clips held out by a hash of their clip_id (at least one clip);
+with a single clip, its last window is held out and training windows end before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from manifests.schema import ManifestError
+
+
+@dataclass(frozen=True)
+class Clip:
+    clip_id: str
+    path: str
+    num_frames: int
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[tuple[Clip, int]]        # (clip, largest start frame allowed)
+    val: list[tuple[Clip, int]]          # (clip, start frame)
+
+
+def manifest_location(manifest: str | Path) -> tuple[Path, Path]:
+    """(manifest folder, clips root) from `DIR` or `DIR/manifest.parquet`."""
+    p = Path(manifest).expanduser()
+    if p.name != "manifest.parquet" and (p / "manifest.parquet").exists():
+        p = p / "manifest.parquet"
+    if not p.exists():
+        raise ManifestError(f"manifest {manifest} not found: give the curation output folder "
+                            "(DIR) or DIR/manifest.parquet")
+    return p, p.parent
+
+
+def load_clips(manifest: str | Path, min_frames: int = 1) -> list[Clip]:
+    """Kept clips of a curated manifest with at least `min_frames` frames, sorted by id."""
+    from curation.video import probe
+    from manifests.clips import CLIP_SCHEMA
+    from manifests.io import read_manifest
+
+    path, root = manifest_location(manifest)
+    df = read_manifest(path, CLIP_SCHEMA)
+    df = df[df["status"] == "kept"]
+    clips, short = [], []
+    for row in df.itertuples(index=False):
+        clip_path = root / row.clip_path
+        n = row.clip_num_frames
+        if n is None or (isinstance(n, float) and math.isnan(n)) or n <= 0:
+            n = probe(clip_path).num_frames
+        if n < min_frames:
+            short.append(row.clip_id)
+            continue
+        clips.append(Clip(row.clip_id, str(clip_path), int(n)))
+    if short:
+        warnings.warn(f"{len(short)} kept clip(s) shorter than {min_frames} frames skipped "
+                      f"(e.g. {short[0]})", stacklevel=2)
+    if not clips:
+        raise ManifestError(f"{path} has no kept clip with at least {min_frames} frames; "
+                            "run `stc curate` first or lower data.num_frames")
+    return clips
+
+
+def _hash_fraction(clip_id: str) -> float:
+    return int(hashlib.sha1(clip_id.encode()).hexdigest()[:8], 16) / 2 ** 32
+
+
+def split_clips(clips: list[Clip], num_frames: int, val_fraction: float,
+                val_windows: int) -> Split:
+    """Deterministic train / validation split (see the module docstring)."""
+    if len(clips) == 1:
+        c = clips[0]
+        last = c.num_frames - num_frames
+        if last >= num_frames:
+            return Split(train=[(c, last - num_frames)], val=[(c, last)])
+        warnings.warn(f"one clip of {c.num_frames} frames: the held-out last window overlaps "
+                      "training windows", stacklevel=2)
+        return Split(train=[(c, last)], val=[(c, last)])
+    ranked = sorted(clips, key=lambda c: _hash_fraction(c.clip_id))
+    val = [c for c in ranked if _hash_fraction(c.clip_id) < val_fraction]
+    val = val or ranked[:1]
+    if len(val) == len(clips):
+        val = val[:-1]
+    val_ids = {c.clip_id for c in val}
+    train = [(c, c.num_frames - num_frames) for c in clips if c.clip_id not in val_ids]
+    per_clip = max(1, math.ceil(val_windows / len(val)))
+    windows = []
+    for c in val:
+        last = c.num_frames - num_frames
+        starts = np.linspace(0, last, per_clip + 2)[1:-1] if per_clip > 1 else [last // 2]
+        windows += [(c, int(round(s))) for s in starts]
+    return Split(train=train, val=windows[:max(1, val_windows)])
+
+
+def load_window(path: str, start: int, num_frames: int, size: int) -> torch.Tensor:
+    """Frames [start, start + num_frames) as float [3, T, size, size] in [-1, 1]."""
+    import cv2
+
+    from curation.video import read_frames
+
+    frames = read_frames(path, start, num_frames)
+    if len(frames) < num_frames:
+        raise ManifestError(f"{path}: only {len(frames)} frames from {start}, "
+                            f"wanted {num_frames}")
+    if frames.shape[1] != size or frames.shape[2] != size:
+        interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_CUBIC
+        frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+class WindowDataset(Dataset):
+    """Sample `index` -> a random window, reproducibly (index is the global sample number)."""
+
+    def __init__(self, windows: list[tuple[Clip, int]], num_frames: int, size: int,
+                 hflip: bool = True, seed: int = 0):
+        if not windows:
+            raise ManifestError("no training clips")
+        self.windows, self.num_frames, self.size = windows, num_frames, size
+        self.hflip, self.seed = hflip, seed
+
+    def __len__(self) -> int:  # sampling is by index; any index is valid
+        return 2 ** 62
+
+    def choose(self, index: int) -> tuple[Clip, int, bool]:
+        rng = np.random.default_rng([self.seed, index])
+        clip, max_start = self.windows[int(rng.integers(len(self.windows)))]
+        start = int(rng.integers(0, max_start + 1))
+        flip = bool(self.hflip and rng.random() < 0.5)
+        return clip, start, flip
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        clip, start, flip = self.choose(index)
+        x = load_window(clip.path, start, self.num_frames, self.size)
+        return x.flip(-1) if flip else x
+
+
+class StepSampler(Sampler[int]):
+    """Sample indices for steps [start_step, max_steps) of one worker."""
+
+    def __init__(self, start_step: int, max_steps: int, batch_size: int, rank: int = 0,
+                 world: int = 1):
+        self.start, self.stop, self.batch = start_step, max_steps, batch_size
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.batch
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start, self.stop):
+            base = (step * self.world + self.rank) * self.batch
+            yield from range(base, base + self.batch)
+
+
+def val_batch(split: Split, num_frames: int, size: int) -> torch.Tensor:
+    """All validation windows as one tensor [N, 3, T, size, size]."""
+    return torch.stack([load_window(c.path, s, num_frames, size) for c, s in split.val])

@@ -1,0 +1,96 @@
+"""`stc train STAGE`: train the models from curated manifests.
+
+    stc train stage1 --manifest DIR/manifest.parquet --config stage1 --out RUN [--max-steps N]
+
+Rerunning the same command on the same RUN resumes from its newest checkpoint. With
+`--workers N` the same loop runs under Ray Train (`--gpu` for one GPU per worker). Each stage
+is one `_add_STAGE(subparsers)` below; torch is imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train Stage I (3D-VQGAN) from a curated manifest",
+                                   description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    _add_stage1(stages)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True,
+                   help="curated manifest: DIR or DIR/manifest.parquet (from `stc curate`)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, TensorBoard); "
+                   "rerun with the same folder to resume")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="train until this many steps in total (default: the config's)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    ray = p.add_argument_group("Ray Train (several GPUs or nodes)")
+    ray.add_argument("--workers", type=int, default=None,
+                     help="run under Ray Train with this many workers (default: one process, no Ray)")
+    ray.add_argument("--gpu", action="store_true", help="one GPU per Ray worker")
+    ray.add_argument("--cpus-per-worker", type=int, default=None)
+    ray.add_argument("--address", default=None, help="address of an existing Ray cluster")
+    ray.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray cluster")
+
+
+def _add_stage1(stages) -> None:
+    p = stages.add_parser("stage1", help="3D-VQGAN with spatial-temporal codebooks (Stage I)",
+                          description="Train the Stage I HQ auto-encoder and its codebooks.")
+    _add_common(p)
+    p.add_argument("--config", default=None,
+                   help="built-in name (stage1, stage1-tiny) or a YAML file; default: the run's "
+                        "saved config when resuming, else stage1")
+    p.add_argument("--vgg", default=None,
+                   help="VGG19 weights for the perceptual loss (torchvision .pth file, URL or "
+                        "hf://REPO/FILE); overrides perceptual.weights")
+    p.add_argument("--dinov2", default=None,
+                   help="DINOv2 backbone for the discriminator (local folder or hub id); "
+                        "overrides discriminator.backbone")
+    p.set_defaults(func=run_stage1)
+
+
+def _stage1_config(args: argparse.Namespace):
+    from manifests.config import load_config
+    from model.config import Stage1Config, load_stage1_config
+
+    saved_path = Path(args.out) / "config.yaml"
+    saved = load_config(Stage1Config, saved_path) if saved_path.exists() else None
+    if args.config is None and saved is not None:
+        cfg = saved
+    else:
+        cfg = load_stage1_config(args.config or "stage1")
+    # Weight locations are not part of the experiment: keep the run's unless overridden.
+    if args.vgg:
+        cfg.perceptual.weights = args.vgg
+    elif saved is not None:
+        cfg.perceptual.weights = saved.perceptual.weights
+    if args.dinov2:
+        cfg.discriminator.backbone = args.dinov2
+    elif saved is not None:
+        cfg.discriminator.backbone = saved.discriminator.backbone
+    return cfg
+
+
+def run_stage1(args: argparse.Namespace) -> int:
+    cfg = _stage1_config(args)
+    cfg.check_weights()
+    if args.workers:
+        from model.ray_train import train_stage1_ray
+
+        train_stage1_ray(cfg, args.manifest, args.out, workers=args.workers, gpu=args.gpu,
+                         max_steps=args.max_steps, cpus_per_worker=args.cpus_per_worker,
+                         address=args.address, num_cpus=args.num_cpus)
+    else:
+        from model.trainer import Stage1Trainer
+
+        Stage1Trainer(cfg, args.manifest, args.out, max_steps=args.max_steps,
+                      device=args.device).run()
+    print(f"stc train stage1: run folder {args.out} (TensorBoard: tensorboard --logdir "
+          f"{Path(args.out) / 'tb'})", file=sys.stderr)
+    return 0
