@@ -1,0 +1,311 @@
+"""`stc stats` and manifests.stats/report on manifests the tests write row by row.
+
+The expected numbers come from the rows written here (how many per reason, how many
+carry each value), never from a previous run of the code under test.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from manifests.clips import CLIP_SCHEMA, REASONS
+from manifests.io import ManifestWriter
+from manifests.pairs import PAIRS_SCHEMA, pair_id
+
+# reason -> rows per source; 18 inputs in all, every funnel stage loses someone.
+REASON_PLAN = {
+    "hdtf": {"kept": 6, "no_face": 1, "side_face": 1, "unreadable": 1, "crop_too_small": 1},
+    "talk": {"kept": 3, "no_face": 1, "side_face": 1, "text": 1, "too_short": 1,
+             "encode_failed": 1},
+}
+EXPECTED_FUNNEL = {"inputs": 18, "decodable": 16, "face": 14, "crop": 13, "frontal": 11,
+                   "no_text": 10, "kept": 9}
+T = 8  # frames per pair window
+
+
+def _stages_passed(reason: str) -> int:
+    """How many analysis stages a row of this reason has values for (0: none)."""
+    return {"unreadable": 0, "too_short": 1, "no_face": 1, "crop_too_small": 2,
+            "side_face": 3, "text": 4, "encode_failed": 5, "kept": 5}[reason]
+
+
+def clip_row(clip_id: str, source: str, reason: str, rng: np.random.Generator,
+             clip_path: str | None = None) -> dict:
+    status = REASONS[reason][0]
+    row = {"clip_id": clip_id, "source_path": f"/nonexistent/{source}/{clip_id}.mp4",
+           "source": source, "status": status, "reason": reason,
+           "message": "" if status == "kept" else f"{clip_id}: {reason}"}
+    passed = _stages_passed(reason)
+    if passed >= 1:
+        w, h = [(512, 512), (640, 360), (388, 512)][rng.integers(3)]
+        fps = float(rng.choice([20.0, 25.0, 30.0]))
+        n = int(rng.integers(10, 400))
+        row.update(fps=fps, num_frames=n, width=w, height=h, duration=n / fps, codec="h264",
+                   rotation=0, sampled_frames=8, face_frame_fraction=float(rng.uniform(0.5, 1)),
+                   max_faces=1, multi_face_fraction=0.0)
+        if reason != "no_face":
+            row["face_size_median"] = float(rng.uniform(60, 300))
+    if passed >= 2:
+        side = int(rng.integers(200, min(w, h) + 1))
+        row.update(crop_x0=0, crop_y0=0, crop_x1=side, crop_y1=side,
+                   face_proportion=float(rng.uniform(0.1, 0.5)))
+    if passed >= 3:
+        ratio = float(rng.uniform(0.3, 3.5))
+        row.update(landmark_frames=8, side_fraction=float(rng.uniform(0, 1)), side_ratio_median=ratio,
+                   side_ratio_min=ratio / 2, side_ratio_max=ratio * 2)
+    if passed >= 4:
+        score = float(rng.uniform(0.6, 1)) if reason == "text" else float(rng.choice([0.0, 0.3]))
+        row.update(ocr_frames=3, has_text=reason == "text", text_score=score,
+                   text_boxes=int(score > 0), text_area_fraction=score / 10)
+    if status == "kept":
+        row.update(motion_intensity=float(rng.uniform(0.001, 0.1)), motion_sum=int(rng.integers(1, 10**6)),
+                   clip_size=512, clip_num_frames=row["num_frames"], clip_fps=row["fps"],
+                   clip_path=clip_path or f"clips/{clip_id}.mp4")
+    return row
+
+
+def write_clip_manifest(out: Path, plan: dict = REASON_PLAN, seed: int = 0,
+                        video: Path | None = None, missing: tuple[str, ...] = ()) -> list[dict]:
+    """A curation output folder `out` (manifest in parts + curate config); returns the rows.
+
+    Without `video` no clip file exists. With it, every kept clip but those in `missing`
+    is a copy of it (frame counts set to match) and the first rejected row's source_path
+    points at it, so frame strips and encoders have something to decode."""
+    from curation.config import CurateConfig
+    from curation.video import probe
+    from manifests.config import to_dict
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for source, reasons in plan.items():
+        for reason, count in reasons.items():
+            for i in range(count):
+                rows.append(clip_row(f"{source}_{reason}_{i}", source, reason, rng))
+    if video is not None:
+        frames = probe(video).num_frames
+        (out / "clips").mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            if r["status"] == "kept" and r["clip_id"] not in missing:
+                (out / r["clip_path"]).write_bytes(video.read_bytes())
+                r["num_frames"] = r["clip_num_frames"] = frames
+        next(r for r in rows if r["status"] == "rejected")["source_path"] = str(video)
+    with ManifestWriter(out / "manifest.parquet", CLIP_SCHEMA, flush_every=5) as w:
+        for r in rows:
+            w.add(r)
+    (out / "curate_config.yaml").write_text(yaml.safe_dump(to_dict(CurateConfig.load(None))))
+    return rows
+
+
+def write_pairs_manifest(path: Path, clip_ids: list[str], seed: int = 0) -> list[dict]:
+    """Pairs of two recipes, one with a per-frame step, plus error rows."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, clip_id in enumerate(clip_ids):
+        recipe = "bfvr" if k % 2 == 0 else "bfvr+brightness"
+        if k == len(clip_ids) - 1:
+            rows.append({"pair_id": pair_id(recipe, 0, clip_id, 0), "clip_id": clip_id, "recipe": recipe,
+                         "seed": 0, "status": "error", "reason": "too_short", "message": "short",
+                         "window": 0})
+            continue
+        for window in range(3):
+            scale = float(rng.uniform(2, 4))
+            steps = [{"step": "bfvr", "sigma": float(rng.uniform(2, 5)), "kernel_size": 41,
+                      "scale": scale, "lowres_width": int(512 / scale), "lowres_height": int(512 / scale),
+                      "noise": float(rng.uniform(0, 5)), "crf": int(rng.integers(18, 26)),
+                      "preset": "medium", "down_interp": str(rng.choice(["area", "bicubic"])),
+                      "up_interp": "bicubic"}]
+            if recipe == "bfvr+brightness":
+                hit = rng.random(T) < 0.3
+                steps.append({"step": "brightness", "prob": 0.3, "frames": [int(i) for i in np.flatnonzero(hit)],
+                              "alphas": [float(rng.uniform(0.5, 1.5)) if h else 1.0 for h in hit]})
+            rows.append({"pair_id": pair_id(recipe, 0, clip_id, window), "clip_id": clip_id,
+                         "recipe": recipe, "seed": 0, "status": "ok", "reason": "ok", "message": "",
+                         "window": window, "start_frame": window * T, "num_frames": T, "fps": 25.0,
+                         "width": 512, "height": 512, "lq_path_or_shard": "shards/s-000.tar",
+                         "shard_row": window, "params": json.dumps(steps)})
+    with ManifestWriter(path, PAIRS_SCHEMA, flush_every=7) as w:
+        for r in rows:
+            w.add(r)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def audit_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    rows = write_clip_manifest(root / "cur")
+    kept = [r["clip_id"] for r in rows if r["status"] == "kept"]
+    pairs = write_pairs_manifest(root / "pairs.parquet", kept)
+    other = write_clip_manifest(root / "other", {"vox": {"kept": 5, "side_face": 2}}, seed=1)
+    return root, rows, pairs, other
+
+
+def _present(rows: list[dict], key) -> int:
+    return sum(1 for r in rows if (key(r) if callable(key) else r.get(key)) is not None)
+
+
+# --- pure computations -----------------------------------------------------------------
+def test_flatten_params_is_generic():
+    from manifests.stats import flatten_params
+
+    scalars, lists = flatten_params(json.dumps([
+        {"step": "blur", "sigma": 2.5, "kernel": {"size": 41, "kind": "iso"}, "fast": True},
+        {"step": "flicker", "alphas": [1.0, 0.5, 1.5], "frames": [], "tags": ["a"]},
+        {"step": "blur", "sigma": 4.0},
+    ]))
+    assert scalars["blur#0.sigma"] == 2.5 and scalars["blur#2.sigma"] == 4.0
+    assert scalars["blur#0.kernel.size"] == 41.0 and scalars["blur#0.kernel.kind"] == "iso"
+    assert scalars["blur#0.fast"] == "True"
+    assert scalars["flicker.alphas.n"] == 3.0 and scalars["flicker.alphas.mean"] == 1.0
+    assert scalars["flicker.frames.n"] == 0.0 and "flicker.frames.mean" not in scalars
+    assert scalars["flicker.tags.n"] == 1.0 and "flicker.tags" not in lists
+    assert lists == {"flicker.alphas": [1.0, 0.5, 1.5]}
+    assert flatten_params(None) == ({}, {})
+
+
+def test_bin_edges_integer_constant_and_continuous():
+    from manifests.stats import bin_edges, counts_in
+
+    fps = np.array([20.0, 25.0, 25.0, 30.0])
+    edges = bin_edges([fps])
+    assert edges[0] == 19.5 and edges[-1] == 30.5 and np.all(np.diff(edges) == 1)
+    zeros = bin_edges([np.zeros(5)])
+    assert zeros[0] < 0 < zeros[1] and zeros[1] - zeros[0] < 0.1
+    v = np.random.default_rng(0).uniform(0, 1, 101)
+    e = bin_edges([v, v * 2], bins=10)
+    assert len(e) == 11 and e[-1] == pytest.approx(max(v.max(), 2 * v.max()))
+    assert sum(counts_in(v, e)) == 101                       # the maximum lands in the last bin
+    assert sum(counts_in([np.nan, 0.5, None], e)) == 1
+
+
+def test_tail_rows_order_and_missing(audit_inputs):
+    from manifests.stats import load_clip_manifest, tail_rows
+
+    root, rows, _, _ = audit_inputs
+    df = load_clip_manifest(root / "cur").df
+    low, high = tail_rows(df, "motion_intensity", 2)
+    motion = sorted(r["motion_intensity"] for r in rows if r.get("motion_intensity") is not None)
+    assert list(low["_value"]) == motion[:2] and list(high["_value"]) == motion[::-1][:2]
+
+
+# --- the CLI end to end ----------------------------------------------------------------
+def _cli_args(root: Path, manifest: Path, out: Path) -> list[str]:
+    return ["stats", str(manifest), "--pairs", str(root / "pairs.parquet"),
+            "--compare", str(root / "other"), "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def report(audit_inputs, tmp_path_factory):
+    from pipelines.cli import main
+
+    root = audit_inputs[0]
+    out = tmp_path_factory.mktemp("report")
+    assert main(_cli_args(root, root / "cur", out)) == 0
+    return out
+
+
+def test_stc_stats_report(audit_inputs, report):
+    from PIL import Image
+
+    root, rows, pairs, other = audit_inputs
+    out = report
+    s = json.loads((out / "summary.json").read_text())
+    c = s["clips"]
+
+    # funnel, statuses, reasons, sources: exactly the rows written
+    assert c["rows"] == len(rows) == 18
+    assert c["funnel"] == EXPECTED_FUNNEL
+    reasons = Counter(r["reason"] for r in rows)
+    assert c["reasons"] == dict(reasons)
+    assert c["status"] == {st: sum(1 for r in rows if r["status"] == st) for st in ("kept", "rejected", "error")}
+    assert c["sources"] == {src: sum(n.values()) for src, n in REASON_PLAN.items()}
+    assert c["funnel_drops"]["face"] == {"no_face": 2}
+    assert c["funnel_drops"]["decodable"] == {"unreadable": 1, "too_short": 1}
+    assert c["source_funnel"]["talk"]["inputs"] == 8 and c["source_funnel"]["hdtf"]["kept"] == 6
+
+    # every histogram sums to the rows carrying that value, also split by status
+    derived = {"short_side": lambda r: r.get("width"), "crop_side": lambda r: r.get("crop_x1"),
+               "side_ratio": "side_ratio_median", "face_size": "face_size_median"}
+    for name, m in c["metrics"].items():
+        n = _present(rows, derived.get(name, name))
+        assert sum(m["counts"]) == m["summary"].get("n", 0) == n, name
+        assert m["summary"].get("n", 0) + m["missing"] == len(rows), name
+        assert [sum(x) for x in zip(*m["by_status"].values())] == m["counts"], name
+        assert len(m["edges"]) == len(m["counts"]) + 1
+    assert c["metrics"]["motion_intensity"]["summary"]["n"] == 9
+    sr = c["metrics"]["side_ratio"]["thresholds"]
+    assert [(t["key"], t["value"]) for t in sr] == [("side_face.alpha_min", 0.4), ("side_face.alpha_max", 2.5)]
+    per_src = c["per_source"]["motion_intensity"]["groups"]
+    assert {k: sum(g["counts"]) for k, g in per_src.items()} == {"hdtf": 6, "talk": 3}
+    assert sum(per_src["talk"]["fractions"]) == pytest.approx(1.0, abs=1e-4)
+
+    # pairs: every drawn numeric value is a distribution, fixed ones are constants
+    p = s["pairs"]
+    ok = [r for r in pairs if r["status"] == "ok"]
+    assert p["status"] == {"ok": len(ok), "error": len(pairs) - len(ok)}
+    assert sum(p["numeric"]["bfvr.sigma"]["counts"]) == len(ok)
+    assert p["numeric"]["bfvr.sigma"]["by_recipe"].keys() == {"bfvr", "bfvr+brightness"}
+    bright = [r for r in ok if r["recipe"] == "bfvr+brightness"]
+    alphas = p["numeric"]["brightness.alphas (all frames)"]
+    assert sum(alphas["counts"]) == len(bright) * T
+    assert p["constants"]["bfvr.kernel_size"] == 41 and p["constants"]["bfvr.preset"] == "medium"
+    assert p["constants"]["brightness.alphas.n"] == T
+    assert sum(p["categorical"]["bfvr.down_interp"].values()) == len(ok)
+    assert sum(p["numeric"]["bfvr.crf"]["counts"]) == len(ok)
+
+    # comparison: kept clips of both manifests on shared edges
+    cmp = s["compare"]["metrics"]["motion_intensity"]
+    assert {k: g["summary"]["n"] for k, g in cmp["groups"].items()} == {"cur": 9, "other": 5}
+
+    # files: valid PNGs, all embedded in one self-contained HTML page
+    html = (out / "report.html").read_text()
+    assert "<img" in html and "src=\"http" not in html
+    for key in ("overview", "funnel", "per_source", "compare", "params"):
+        png = out / s["files"][key]
+        with Image.open(png) as im:
+            im.verify()
+            assert im.format == "PNG" and im.size[0] > 500
+        assert base64.b64encode(png.read_bytes()).decode() in html, key
+
+
+def test_stc_stats_same_input_same_bytes(audit_inputs, report, tmp_path):
+    from pipelines.cli import main
+
+    root = audit_inputs[0]
+    # the same manifest named by its parquet folder instead of the curation folder
+    assert main(_cli_args(root, root / "cur" / "manifest.parquet", tmp_path)) == 0
+    files = sorted(p.name for p in report.iterdir())
+    assert files == sorted(p.name for p in tmp_path.iterdir()) and "report.html" in files
+    for name in files:
+        assert (report / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+def test_stc_stats_clear_errors(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["stats", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing" in err and "not found" in err
+    # a pairs manifest is not a clip manifest: the schema check names the file
+    write_pairs_manifest(tmp_path / "pairs.parquet", ["a", "b"])
+    assert main(["stats", str(tmp_path / "pairs.parquet"), "--out", str(tmp_path / "r")]) == 2
+    assert "degraded_pairs" in capsys.readouterr().err
+
+
+def test_empty_manifest_still_reports(tmp_path):
+    """A manifest folder with only rejected rows (nothing kept) draws 'no values' panels."""
+    from pipelines.stats import run_stats
+
+    write_clip_manifest(tmp_path / "cur", {"x": {"unreadable": 2}})
+    s, files = run_stats(tmp_path / "cur", tmp_path / "r")
+    assert s["clips"]["funnel"]["inputs"] == 2 and s["clips"]["funnel"]["kept"] == 0
+    assert s["clips"]["metrics"]["motion_intensity"]["summary"] == {"n": 0}
+    assert files["overview"].stat().st_size > 0
+    assert not math.isnan(s["clips"]["kept_hours"])
