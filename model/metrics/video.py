@@ -1,0 +1,152 @@
+"""Evaluate one restored video against its ground truth, streaming both once.
+
+Frames are compared at the GT resolution (pred is resized when sizes differ, and the row
+says so) over the first min(len) frames. Every metric is accumulated frame by frame, so
+memory stays at a few frames whatever the length. Any failure becomes a row with status
+"error", a reason code and a message naming the file: evaluation never stops on one video.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from curation.video import VideoError, iter_frames
+from model.metrics.config import EvalConfig
+from model.metrics.face import FaceMetrics, FaceScores
+from model.metrics.flow import endpoint_error, make_flow
+from model.metrics.image import channels, psnr, ssim
+
+
+def error_row(key: str, pred: str | None, gt: str | None, reason: str, message: str) -> dict[str, Any]:
+    return {"video": key, "pred_path": pred, "gt_path": gt, "status": "error", "reason": reason,
+            "message": message}
+
+
+def _mean(xs: list[float]) -> float | None:
+    return float(np.mean(xs)) if xs else None
+
+
+class VideoEvaluator:
+    """Holds the metric models (loaded once) and evaluates pairs of videos.
+
+    `__call__` returns (row, info): the EVAL_SCHEMA row and {"seconds": time taken,
+    "fvd": {"pred": [[...]], "gt": [[...]]} I3D features per clip, or None without FVD
+    weights}. Timings stay out of the row so the same inputs give the same table.
+    """
+
+    def __init__(self, cfg: EvalConfig | None = None):
+        self.cfg = cfg = cfg or EvalConfig()
+        self.faces = FaceMetrics(cfg.face) if cfg.face_stride else None
+        self.flow = make_flow(cfg.raft, cfg.flow_max_side)
+        self.lpips = None
+        if cfg.lpips:
+            from model.metrics.lpips import load_lpips
+
+            self.lpips = load_lpips(cfg.lpips, cfg.lpips_backbone)
+        self.i3d = None
+        if cfg.fvd:
+            from model.metrics.fvd import I3DFeatures
+
+            self.i3d = I3DFeatures(cfg.fvd, cfg.fvd_clip_frames, cfg.fvd_size)
+
+    def __call__(self, key: str, pred_path: str | None, gt_path: str | None,
+                 seconds_per_clip: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not pred_path or not Path(pred_path).exists():
+            return error_row(key, pred_path, gt_path, "missing_pred",
+                             f"no prediction for {key}: expected {pred_path or key + '.*'}; "
+                             "run the enhancement on this video or remove its GT"), {"seconds": 0.0, "fvd": None}
+        if not gt_path or not Path(gt_path).exists():
+            return error_row(key, pred_path, gt_path, "missing_gt",
+                             f"{pred_path} has no GT video with the stem {key!r}; add it or remove the pred"), \
+                {"seconds": 0.0, "fvd": None}
+        t0 = time.perf_counter()
+        fvd = None
+        try:
+            row, fvd = self._evaluate(key, pred_path, gt_path)
+            if row["status"] == "ok":
+                row["seconds_per_clip"] = seconds_per_clip
+        except VideoError as exc:
+            row = error_row(key, pred_path, gt_path, "unreadable", str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad pair must not end the run
+            tail = " | ".join(traceback.format_exc().strip().splitlines()[-3:])
+            row = error_row(key, pred_path, gt_path, "internal_error",
+                            f"evaluating {pred_path} against {gt_path} failed: {type(exc).__name__}: "
+                            f"{exc} ({tail})")
+        return row, {"seconds": round(time.perf_counter() - t0, 3), "fvd": fvd}
+
+    def _evaluate(self, key: str, pred_path: str, gt_path: str) -> tuple[dict[str, Any], dict | None]:
+        cfg = self.cfg
+        notes: list[str] = []
+        psnrs, ssims, lpipses, epes = [], [], [], []
+        faces = FaceScores()
+        fvd_feats: dict[str, list] = {"pred": [], "gt": []}
+        fvd_buf: dict[str, list] = {"pred": [], "gt": []}
+        prev: tuple[np.ndarray, np.ndarray] | None = None
+        resized = False
+        n = 0
+        pred_it, gt_it = iter_frames(pred_path), iter_frames(gt_path)
+        while True:
+            p, g = next(pred_it, None), next(gt_it, None)
+            if p is None or g is None:
+                break
+            pred, gt = p[1], g[1]
+            if pred.shape != gt.shape:
+                if not resized:
+                    notes.append(f"pred {pred.shape[1]}x{pred.shape[0]} resized to the GT's "
+                                 f"{gt.shape[1]}x{gt.shape[0]}")
+                resized = True
+                shrink = pred.shape[0] * pred.shape[1] > gt.shape[0] * gt.shape[1]
+                pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]),
+                                  interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+            a, b = channels(pred, cfg.color), channels(gt, cfg.color)
+            psnrs.append(psnr(a, b, cfg.psnr_cap))
+            ssims.append(ssim(a, b))
+            if self.faces is not None and n % cfg.face_stride == 0:
+                self.faces.add(faces, pred, gt)
+            if self.lpips is not None and n % cfg.lpips_stride == 0:
+                lpipses.append(self.lpips.distance(pred, gt))
+            if prev is not None:
+                epes.append(endpoint_error(self.flow(prev[0], pred), self.flow(prev[1], gt)))
+            prev = (pred, gt)
+            if self.i3d is not None:
+                for side, img in (("pred", pred), ("gt", gt)):
+                    fvd_buf[side].append(self.i3d.prepare(img))
+                if len(fvd_buf["gt"]) == cfg.fvd_clip_frames:
+                    for side in fvd_buf:
+                        fvd_feats[side].append(self.i3d(fvd_buf[side]).tolist())
+                        fvd_buf[side] = []
+            n += 1
+        # The longer video is decoded to its end, so its length (and any corruption there) is known.
+        n_pred = n + (1 + sum(1 for _ in pred_it) if p is not None else 0)
+        n_gt = n + (1 + sum(1 for _ in gt_it) if g is not None else 0)
+        if n == 0:
+            empty = pred_path if n_pred == 0 else gt_path
+            return error_row(key, pred_path, gt_path, "no_frames", f"{empty}: no decodable frames"), None
+        if n_pred != n_gt:
+            notes.append(f"pred has {n_pred} frames, GT {n_gt}: compared the first {n}")
+        h, w = prev[1].shape[:2]
+        row = {
+            "video": key, "pred_path": pred_path, "gt_path": gt_path, "status": "ok", "reason": "ok",
+            "message": "; ".join(notes), "frames": n, "pred_frames": n_pred, "gt_frames": n_gt,
+            "width": w, "height": h, "resized": resized, "color": cfg.color,
+            "psnr": _mean(psnrs), "ssim": _mean(ssims), "lpips": _mean(lpipses),
+            "flow_epe": _mean(epes), "flow_method": self.flow.name,
+            **faces.result(),
+        }
+        return row, (fvd_feats if self.i3d is not None else None)
+
+
+def evaluate_pair(pred_path: str | Path, gt_path: str | Path, cfg: EvalConfig | None = None,
+                  evaluator: VideoEvaluator | None = None, key: str | None = None,
+                  seconds_per_clip: float | None = None) -> dict[str, Any]:
+    """Metrics of one pred video against its GT as a flat row of EVAL_SCHEMA (never raises
+    for bad videos: they give status "error"). Pass `evaluator` to reuse loaded models."""
+    ev = evaluator or VideoEvaluator(cfg)
+    key = key or Path(gt_path).stem
+    return ev(key, str(pred_path), str(gt_path), seconds_per_clip)[0]
