@@ -293,3 +293,73 @@ def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, i
             err.seek(0)
             tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
             raise VideoError(f"{src}: writing the cropped clip {dst} failed ({' | '.join(tail)})")
+
+
+class FrameWriter:
+    """Stream RGB uint8 frames into an x264 mp4 without holding the clip in memory; with
+    `audio_from`, the audio streams of that file are copied in. The file appears only when
+    `close()` succeeds (use it as a context manager); on an error nothing is left behind."""
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float | Fraction,
+                 crf: float = 18, preset: str = "medium", pix_fmt: str = "yuv420p",
+                 threads: int = 0, audio_from: str | Path | None = None):
+        if width % 2 or height % 2:
+            raise VideoError(f"{path}: {width}x{height} frames cannot be encoded as {pix_fmt}; "
+                             "use even sizes")
+        self.path, self.size = Path(path), (height, width)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.mp4")
+        fps_q = Fraction(fps).limit_denominator(1001)
+        cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps_q),
+               "-i", "pipe:0"]
+        if audio_from is not None:
+            # `?`: a source without audio is fine; the audio is copied, not re-encoded.
+            cmd += ["-i", str(audio_from), "-map", "0:v", "-map", "1:a?", "-c:a", "copy",
+                    "-shortest"]
+        cmd += [*x264_args(crf, preset, pix_fmt, threads), str(self.tmp)]
+        self._err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=self._err)
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape[:2] != self.size or frame.dtype != np.uint8:
+            raise VideoError(f"{self.path}: frame {self.frames} is {frame.shape} {frame.dtype}, "
+                             f"expected {self.size} uint8")
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            self.close()   # raises with ffmpeg's own message
+        self.frames += 1
+
+    def close(self) -> Path:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        rc = self.proc.wait()
+        self._err.seek(0)
+        tail = self._err.read().decode(errors="replace").strip().splitlines()[-3:]
+        self._err.close()
+        if rc != 0 or self.frames == 0:
+            self.tmp.unlink(missing_ok=True)
+            raise VideoError(f"writing {self.path} failed after {self.frames} frames "
+                             f"({' | '.join(tail) or 'no frames given'})")
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.proc.kill()
+        self.proc.wait()
+        self._err.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "FrameWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -23,10 +23,11 @@ from manifests.config import ConfigError, load_config, save_config, to_dict
 from model import checkpoint as ckpt_io
 
 
-def check_run_config(run_dir: Path, cfg: Any, ignore: tuple[str, ...] = ("train.max_steps",)) -> None:
+def check_run_config(run_dir: Path, cfg: Any, ignore: tuple[str, ...] = ("train.max_steps",),
+                     saved: Path | None = None) -> None:
     """Refuse to continue a run folder started with another config (dotted keys in `ignore`
-    may differ: the run length, weight locations)."""
-    saved = run_dir / ckpt_io.CONFIG_FILE
+    may differ: the run length, weight locations). `saved` defaults to RUN/config.yaml."""
+    saved = saved or run_dir / ckpt_io.CONFIG_FILE
     if not saved.exists():
         return
 

@@ -10,8 +10,14 @@ import argparse
 import importlib
 import sys
 
+# In the order of the workflow: curate -> degrade -> train -> enhance -> eval; stats audits.
 COMMANDS = [
     "pipelines.curate",
+    "pipelines.degrade",
+    "pipelines.train",
+    "pipelines.enhance",
+    "pipelines.evaluate",
+    "pipelines.stats",
 ]
 
 

@@ -1,6 +1,7 @@
 """`stc train STAGE`: train the models from curated manifests.
 
     stc train stage1 --manifest DIR/manifest.parquet --config stage1 --out RUN [--max-steps N]
+    stc train stage2 --curriculum bfvr --stage1 RUN --out RUN2 [--config stage2] [--max-steps N]
 
 Rerunning the same command on the same RUN resumes from its newest checkpoint. With
 `--workers N` the same loop runs under Ray Train (`--gpu` for one GPU per worker). Each stage
@@ -15,11 +16,12 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train Stage I (3D-VQGAN) from a curated manifest",
+    parser = subparsers.add_parser("train", help="train Stage I (3D-VQGAN) or Stage II (curricula)",
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     _add_stage1(stages)
+    _add_stage2(stages)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -80,6 +82,10 @@ def _stage1_config(args: argparse.Namespace):
 def run_stage1(args: argparse.Namespace) -> int:
     cfg = _stage1_config(args)
     cfg.check_weights()
+    # Stage II makes its pairs from the clips Stage I saw unless told otherwise.
+    from model.curriculum import record_manifest
+
+    record_manifest(args.out, args.manifest)
     if args.workers:
         from model.ray_train import train_stage1_ray
 
@@ -93,4 +99,47 @@ def run_stage1(args: argparse.Namespace) -> int:
                       device=args.device).run()
     print(f"stc train stage1: run folder {args.out} (TensorBoard: tensorboard --logdir "
           f"{Path(args.out) / 'tb'})", file=sys.stderr)
+    return 0
+
+
+def _add_stage2(stages) -> None:
+    from pipelines.runtime import add_ray_args
+
+    p = stages.add_parser(
+        "stage2", help="LQ encoder + code-lookup transformers (Stage II), by curriculum",
+        description="Train Stage II on top of a Stage I run, one curriculum step after another "
+                    "(each starts from the previous step's weights). Steps that name a "
+                    "degradation recipe get their pairs made by `stc degrade` under RUN2/data/. "
+                    "Rerunning the same command resumes mid-curriculum.")
+    p.add_argument("--curriculum", required=True,
+                   help="built-in curriculum (bfvr, brightness, pixel) or a YAML file")
+    p.add_argument("--stage1", required=True, help="Stage I run folder (or checkpoint)")
+    p.add_argument("--out", required=True, help="Stage II run folder; rerun it to resume")
+    p.add_argument("--config", default=None,
+                   help="built-in name (stage2, stage2-tiny) or a YAML file; default: the run's "
+                        "saved config when resuming, else stage2")
+    p.add_argument("--manifest", default=None,
+                   help="curated manifest whose clips the recipe steps degrade (default: the one "
+                        "the Stage I run was trained on)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="cap every step's iterations at N (for trials)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--degrade-workers", type=int, default=None,
+                   help="Ray actors for making pairs (default: one per CPU)")
+    add_ray_args(p)
+    p.set_defaults(func=run_stage2)
+
+
+def run_stage2(args: argparse.Namespace) -> int:
+    from model.curriculum import load_curriculum, run_curriculum, saved_stage2_config
+    from model.stage2_config import load_stage2_config
+
+    saved = saved_stage2_config(args.out)
+    cfg = saved if args.config is None and saved is not None else load_stage2_config(args.config or "stage2")
+    run_curriculum(load_curriculum(args.curriculum), args.stage1, args.out, cfg,
+                   manifest=args.manifest, max_steps=args.max_steps, device=args.device,
+                   degrade_workers=args.degrade_workers, address=args.address,
+                   num_cpus=args.num_cpus, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"stc train stage2: run folder {args.out} (TensorBoard: tensorboard --logdir "
+          f"{Path(args.out) / 'steps'})", file=sys.stderr)
     return 0
