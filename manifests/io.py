@@ -159,3 +159,14 @@ def read_ray(path: str | Path, schema: ManifestSchema):
     import ray
 
     return ray.data.from_arrow(read_table(path, schema))
+
+
+def locate_manifest(path: str | Path, default_name: str = "manifest.parquet") -> Path:
+    """`DIR/manifest.parquet` when given the curation folder DIR, else the path itself."""
+    p = Path(path).expanduser()
+    if p.name != default_name and (p / default_name).exists():
+        p = p / default_name
+    if not p.exists():
+        raise ManifestError(f"manifest {path} not found: give the output folder of the pipeline "
+                            f"or the {default_name} inside it")
+    return p

@@ -38,22 +38,11 @@ class ClipManifest:
     name: str                   # short name for legends: the output folder's name
 
 
-def locate_manifest(path: str | Path, default_name: str = "manifest.parquet") -> Path:
-    """`DIR/manifest.parquet` when given the curation folder DIR, else the path itself."""
-    p = Path(path).expanduser()
-    if p.name != default_name and (p / default_name).exists():
-        p = p / default_name
-    if not p.exists():
-        raise ManifestError(f"manifest {path} not found: give the output folder of the pipeline "
-                            f"or the {default_name} inside it")
-    return p
-
-
 def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifest:
     """Read a curated manifest and the curate config saved next to it (for thresholds)."""
     import yaml
 
-    from manifests.io import read_manifest
+    from manifests.io import locate_manifest, read_manifest
     from pipelines.curate import CONFIG_NAME
 
     p = locate_manifest(path)
@@ -64,7 +53,7 @@ def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifes
 
 
 def load_pairs_manifest(path: str | Path) -> pd.DataFrame:
-    from manifests.io import read_manifest
+    from manifests.io import locate_manifest, read_manifest
 
     p = Path(path).expanduser()
     if p.is_dir() and not any(p.glob("part-*.parquet")):

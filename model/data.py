@@ -40,12 +40,9 @@ class Split:
 
 def manifest_location(manifest: str | Path) -> tuple[Path, Path]:
     """(manifest folder, clips root) from `DIR` or `DIR/manifest.parquet`."""
-    p = Path(manifest).expanduser()
-    if p.name != "manifest.parquet" and (p / "manifest.parquet").exists():
-        p = p / "manifest.parquet"
-    if not p.exists():
-        raise ManifestError(f"manifest {manifest} not found: give the curation output folder "
-                            "(DIR) or DIR/manifest.parquet")
+    from manifests.io import locate_manifest
+
+    p = locate_manifest(manifest)
     return p, p.parent
 
 

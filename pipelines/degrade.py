@@ -37,10 +37,10 @@ MANIFEST_NAME = "pairs.parquet"
 
 def resolve_manifest(path: str | Path) -> tuple[Path, Path]:
     """(manifest path, folder clip paths are relative to) for `DIR` or `DIR/manifest.parquet`."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        return path, path.parent
-    return path / "manifest.parquet", path
+    from manifests.io import locate_manifest
+
+    p = locate_manifest(path)
+    return p, p.parent
 
 
 class DegradeWorker:
