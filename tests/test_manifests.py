@@ -131,3 +131,16 @@ def test_funnel_counts_follow_the_first_failed_stage():
     assert list(counts) == list(FUNNEL)
     assert counts == {"inputs": 8, "decodable": 7, "face": 6, "crop": 5, "frontal": 4,
                       "no_text": 3, "kept": 2}
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    """Datasets are shared: files must not stay private like the temporary file they were."""
+    import os
+
+    from manifests.io import atomic_path
+
+    with atomic_path(tmp_path / "a.txt") as tmp:
+        tmp.write_text("x")
+    plain = tmp_path / "b.txt"
+    plain.write_text("x")
+    assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == os.stat(plain).st_mode & 0o777
