@@ -45,7 +45,7 @@ def bare_crop_encode(job: tuple[str, tuple[int, int, int, int], int, dict, str])
     cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", src,
            "-vf", f"crop={x1 - x0}:{y1 - y0}:{x0}:{y0},scale={size}:{size}:flags=lanczos,setsar=1",
            "-an", "-fps_mode", "passthrough",
-           *x264_args(enc["crf"], enc["preset"], enc["pix_fmt"], enc["threads"]), dst]
+           *x264_args(enc["crf"], enc["preset"], enc["pix_fmt"], enc["threads"], enc["keyint"]), dst]
     subprocess.run(cmd, check=True)
 
 
@@ -73,7 +73,7 @@ def main() -> None:
         sys.exit(f"no videos in {args.videos}: point the benchmark at a folder of face videos")
     cfg = CurateConfig.load(args.config)
     enc = {"crf": cfg.encode.crf, "preset": cfg.encode.preset, "pix_fmt": cfg.encode.pix_fmt,
-           "threads": cfg.encode.threads}
+           "threads": cfg.encode.threads, "keyint": cfg.encode.keyint}
     init_ray(num_cpus=args.workers)
 
     with tempfile.TemporaryDirectory(prefix="stc-bench-") as tmp:

@@ -7,7 +7,12 @@ ViT-S/14-sized and VGG19-sized networks saved to a temp folder, since timing doe
 on the weights) on a one-clip manifest of generated frames, then times `train_step` on a
 fixed batch (data loading excluded: it runs in loader workers in parallel with the step).
 
+It also times what the loader workers do per sample (`window_read`): reading a 24-frame
+window at the start and near the end of a 200-frame 512x512 clip, encoded with the curation
+encode settings, with x264's default keyframe interval and with the configured one.
+
     .venv/bin/python benchmarks/train_step.py [--steps 5] [--warmup 2] [--cases tiny-cpu,paper-cuda]
+                                              [--no-window-read]
 
 Prints one JSON object.
 """
@@ -114,6 +119,42 @@ def run_case(config: str, device: str, steps: int, warmup: int) -> dict:
         return out
 
 
+def window_read(frames: int = 200, size: int = 512, window: int = 24, repeats: int = 3) -> dict:
+    """Seconds to read a window at frame 0 and at the last window, best of `repeats`."""
+    import dataclasses
+
+    import cv2
+    import numpy as np
+
+    from curation.config import EncodeConfig
+    from curation.video import encode_frames, read_frames
+
+    # Smooth noise panning one pixel a frame, plus faint grain: motion x264 can predict, and
+    # at crf 10 about the bitrate (hence decode cost) of a real 512x512 talking-head clip.
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 255, (size // 8, size // 8, 3), dtype=np.uint8),
+                      (size + frames, size + frames), interpolation=cv2.INTER_CUBIC)
+    grain = rng.integers(-3, 4, (8, size, size, 3), dtype=np.int16)
+    video = np.stack([np.clip(base[i:i + size, i:i + size] + grain[i % 8], 0, 255).astype(np.uint8)
+                      for i in range(frames)])
+    enc = EncodeConfig()
+    out = {"frames": frames, "size": size, "window": window, "encode": dataclasses.asdict(enc)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for keyint in (0, enc.keyint):
+            path = encode_frames(video, Path(tmp) / f"k{keyint}.mp4", fps=25.0,
+                                 **{**dataclasses.asdict(enc), "keyint": keyint})
+            row = {"keyint": keyint, "file_mb": round(path.stat().st_size / 2 ** 20, 2)}
+            for name, start in (("start_0_s", 0), ("start_last_s", frames - window)):
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    read_frames(path, start, window)
+                    times.append(time.perf_counter() - t0)
+                row[name] = round(min(times), 4)
+            out[f"keyint_{keyint}"] = row
+    return out
+
+
 def main() -> None:
     import torch
 
@@ -122,6 +163,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--cases", default="tiny-cpu,paper-cuda",
                     help="comma list of CONFIG-DEVICE, e.g. tiny-cpu, paper-cuda, tiny-cuda")
+    ap.add_argument("--window-read", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time reading a training window from a curated-style clip")
     args = ap.parse_args()
     names = {"tiny": "stage1-tiny", "paper": "stage1"}
     results, skipped = [], []
@@ -133,7 +176,8 @@ def main() -> None:
         results.append(run_case(names.get(config, config), device, args.steps, args.warmup))
     print(json.dumps({"benchmark": "stage1_train_step", "torch": torch.__version__,
                       "python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
-                      "results": results, "skipped": skipped}, indent=2))
+                      "results": results, "skipped": skipped,
+                      "window_read": window_read() if args.window_read else None}, indent=2))
 
 
 if __name__ == "__main__":

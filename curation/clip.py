@@ -225,7 +225,8 @@ class ClipCurator:
         try:
             for gray in crop_transcode(s.source_path, self.out_dir / rel, s.box, cfg.crop.size,
                                        crf=cfg.encode.crf, preset=cfg.encode.preset,
-                                       pix_fmt=cfg.encode.pix_fmt, threads=cfg.encode.threads):
+                                       pix_fmt=cfg.encode.pix_fmt, threads=cfg.encode.threads,
+                                       keyint=cfg.encode.keyint):
                 meter.add(gray)
         except VideoError as exc:
             raise Stop("encode_failed", f"{exc}; check disk space and that ffmpeg has libx264") from None

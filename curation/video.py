@@ -9,6 +9,7 @@ frames give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -132,6 +133,43 @@ def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k=-(rotation // 90))) if rotation else img
 
 
+class _Decoder:
+    """An open video's first video stream, tracking the index of the last decoded frame so
+    that a decoding error can say where it stopped."""
+
+    def __init__(self, path: str | Path, rotation: int | None = None):
+        self.container = _open(path)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.rotation = _rotation(self.stream) if rotation is None else rotation
+        self.index = -1
+
+    def frames(self) -> Iterator:
+        """Every frame from the start, numbered in decode-output (display) order."""
+        for self.index, frame in enumerate(self.container.decode(self.stream)):
+            yield self.index, frame
+
+    def image(self, frame, fmt: str) -> np.ndarray:
+        return _rotate(frame.to_ndarray(format=fmt), self.rotation)
+
+
+@contextlib.contextmanager
+def _decoding(path: str | Path, rotation: int | None = None) -> Iterator[_Decoder]:
+    """Open `path` for decoding; ffmpeg errors inside become VideoError naming the file."""
+    import av
+
+    dec = _Decoder(path, rotation)
+    try:
+        yield dec
+    except av.error.FFmpegError as exc:
+        raise VideoError(
+            f"{path}: decoding failed after frame {dec.index} ({exc}); the file is corrupt or "
+            "truncated: re-download or remove it"
+        ) from None
+    finally:
+        dec.container.close()
+
+
 def iter_frames(path: str | Path, fmt: str = "rgb24", want=None,
                 rotation: int | None = None) -> Iterator[tuple[int, np.ndarray | None]]:
     """Decode every frame once, yielding (index, image) in display orientation.
@@ -140,26 +178,9 @@ def iter_frames(path: str | Path, fmt: str = "rgb24", want=None,
     yield None without paying for colour conversion. Decoding errors raise VideoError
     naming the file and the frame where decoding stopped.
     """
-    import av
-
-    container = _open(path)
-    index = -1
-    try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rot = _rotation(stream) if rotation is None else rotation
-        for index, frame in enumerate(container.decode(stream)):
-            if want is None or want(index):
-                yield index, _rotate(frame.to_ndarray(format=fmt), rot)
-            else:
-                yield index, None
-    except av.error.FFmpegError as exc:
-        raise VideoError(
-            f"{path}: decoding failed after frame {index} ({exc}); the file is corrupt or "
-            "truncated: re-download or remove it"
-        ) from None
-    finally:
-        container.close()
+    with _decoding(path, rotation) as dec:
+        for index, frame in dec.frames():
+            yield index, (dec.image(frame, fmt) if want is None or want(index) else None)
 
 
 def decode_sampled(path: str | Path, indices: set[int], on_frame, fmt: str = "rgb24",
@@ -167,34 +188,86 @@ def decode_sampled(path: str | Path, indices: set[int], on_frame, fmt: str = "rg
     """Decode the whole video once, calling `on_frame(index, image)` for the frames in
     `indices` and, with `include_last`, for the true last frame (container frame counts
     can be wrong). Returns the number of frames decoded."""
-    import av
-
-    container = _open(path)
     index, last, done = -1, None, False
-    try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rot = _rotation(stream)
-        for index, frame in enumerate(container.decode(stream)):
+    with _decoding(path) as dec:
+        for index, frame in dec.frames():
             done = index in indices
             if done:
-                on_frame(index, _rotate(frame.to_ndarray(format=fmt), rot))
+                on_frame(index, dec.image(frame, fmt))
             last = frame
         if include_last and last is not None and not done:
-            on_frame(index, _rotate(last.to_ndarray(format=fmt), rot))
-    except av.error.FFmpegError as exc:
-        raise VideoError(
-            f"{path}: decoding failed after frame {index} ({exc}); the file is corrupt or "
-            "truncated: re-download or remove it"
-        ) from None
-    finally:
-        container.close()
+            on_frame(index, dec.image(last, fmt))
     return index + 1
+
+
+@functools.lru_cache(maxsize=256)
+def _first_pts(path: str, mtime_ns: int, size: int) -> int | None:
+    """pts of the first frame a decode from the start outputs (keyed on the file's
+    mtime and size so a rewritten file is probed again)."""
+    with _decoding(path) as dec:
+        for _, frame in dec.frames():
+            return frame.pts
+    return None
+
+
+def seek_window(path: str | Path, start: int, count: int | None = None,
+                fmt: str = "rgb24") -> np.ndarray | None:
+    """Frames [start, start+count) found by seeking to the keyframe at or before `start`
+    and decoding forward, or None where that cannot be trusted to give exactly the frames a
+    decode from frame 0 gives (then decode linearly; `read_frames` does).
+
+    A frame's index comes from its pts: (pts - first_pts) * time_base * fps. That numbering
+    equals the decode order only for a constant-rate stream without gaps, so the stream must
+    say so (average rate == base rate, frame count == duration in frames), and every frame
+    decoded after the seek must sit on the frame grid, one index after the previous.
+    """
+    import av
+
+    stop = None if count is None else start + count
+    with _decoding(path) as dec:
+        s = dec.stream
+        rate, tb = s.average_rate, s.time_base
+        if not rate or not tb or rate != s.base_rate or not s.frames or s.duration is None:
+            return None
+        ticks = 1 / (Fraction(rate) * Fraction(tb))     # pts units per frame
+        if round(s.duration / ticks) != s.frames:
+            return None                                  # dropped or repeated frames somewhere
+        st = os.stat(path)
+        first = _first_pts(str(path), st.st_mtime_ns, st.st_size)
+        if first is None:
+            return None
+        try:
+            dec.container.seek(int(first + start * ticks), stream=s, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            return None
+        frames, prev = [], None
+        for frame in dec.container.decode(s):
+            if frame.pts is None:
+                return None
+            pos = (frame.pts - first) / ticks
+            index = round(pos)
+            if abs(pos - index) > Fraction(1, 8):
+                return None                              # off the frame grid: not constant rate
+            if (prev is None and index > start) or (prev is not None and index != prev + 1):
+                return None                              # sought past `start`, or a gap
+            prev = dec.index = index
+            if index >= start:
+                frames.append(dec.image(frame, fmt))
+            if stop is not None and index + 1 >= stop:
+                break
+    return np.stack(frames) if frames else None
 
 
 def read_frames(path: str | Path, start: int = 0, count: int | None = None,
                 fmt: str = "rgb24") -> np.ndarray:
-    """Frames [start, start+count) as one uint8 array [T, H, W, C] (C=1 squeezed for gray)."""
+    """Frames [start, start+count) as one uint8 array [T, H, W, C] (C=1 squeezed for gray).
+
+    From the middle of a clip it seeks to the nearest keyframe (`seek_window`) rather than
+    decoding from frame 0, when the file's timestamps allow it."""
+    if start > 0:
+        window = seek_window(path, start, count, fmt)
+        if window is not None:
+            return window
     stop = None if count is None else start + count
     frames = []
     for i, img in iter_frames(path, fmt=fmt, want=lambda i: i >= start and (stop is None or i < stop)):
@@ -215,10 +288,13 @@ def _run_ffmpeg(cmd: list[str], what: str, stdin: bytes | None = None) -> None:
 
 
 def x264_args(crf: float, preset: str = "medium", pix_fmt: str = "yuv420p",
-              threads: int = 0) -> list[str]:
-    """ffmpeg output arguments for a bit-exact libx264 encode."""
+              threads: int = 0, keyint: int = 0) -> list[str]:
+    """ffmpeg output arguments for a bit-exact libx264 encode; `keyint` > 0 caps the frames
+    between keyframes (x264's default is 250), so a reader can seek close to any frame."""
     args = ["-c:v", "libx264", "-crf", f"{crf:g}", "-preset", preset, "-pix_fmt", pix_fmt,
             "-threads", str(threads)]
+    if keyint > 0:
+        args += ["-g", str(keyint)]
     for k, v in BITEXACT.items():
         args += [f"-{k}", v]
     return args
@@ -226,7 +302,7 @@ def x264_args(crf: float, preset: str = "medium", pix_fmt: str = "yuv420p",
 
 def encode_frames(frames: Iterable[np.ndarray] | np.ndarray, path: str | Path, fps: float,
                   crf: float = 10, preset: str = "medium", pix_fmt: str = "yuv420p",
-                  threads: int = 0) -> Path:
+                  threads: int = 0, keyint: int = 0) -> Path:
     """Encode RGB uint8 frames [H, W, 3] to an mp4 with libx264, atomically."""
     from manifests.io import atomic_path
 
@@ -241,7 +317,7 @@ def encode_frames(frames: Iterable[np.ndarray] | np.ndarray, path: str | Path, f
     with atomic_path(path, suffix=".mp4") as tmp:
         cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps_q),
-               "-i", "pipe:0", "-an", *x264_args(crf, preset, pix_fmt, threads), str(tmp)]
+               "-i", "pipe:0", "-an", *x264_args(crf, preset, pix_fmt, threads, keyint), str(tmp)]
         data = np.ascontiguousarray(np.stack(frames) if not isinstance(frames, np.ndarray) else frames,
                                     dtype=np.uint8).tobytes()
         _run_ffmpeg(cmd, f"encoding {path}", stdin=data)
@@ -255,7 +331,7 @@ def decode_all(path: str | Path, fmt: str = "rgb24") -> np.ndarray:
 
 def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, int], size: int,
                    crf: float = 10, preset: str = "medium", pix_fmt: str = "yuv420p",
-                   threads: int = 0, analysis_size: int | None = None
+                   threads: int = 0, analysis_size: int | None = None, keyint: int = 0
                    ) -> Iterator[np.ndarray]:
     """Crop `box` (x0, y0, x1, y1, display coordinates) from `src`, scale to size x size
     and encode to `dst` with libx264, in one ffmpeg decode; yield the same frames as
@@ -276,7 +352,7 @@ def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, i
         cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
                "-filter_complex", graph,
                "-map", "[enc]", "-an", "-fps_mode", "passthrough",
-               *x264_args(crf, preset, pix_fmt, threads), str(tmp),
+               *x264_args(crf, preset, pix_fmt, threads, keyint), str(tmp),
                "-map", "[gray]", "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
         frame_bytes = a * a

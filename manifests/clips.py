@@ -14,6 +14,9 @@ import pyarrow as pa
 
 from manifests.schema import ManifestSchema
 
+# The curate config saved beside a manifest: the thresholds its rows were decided with.
+CURATE_CONFIG_NAME = "curate_config.yaml"
+
 STATUSES = ("kept", "rejected", "error")
 
 # The funnel, in order: a clip that reaches stage i passed every stage before it.

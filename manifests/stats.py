@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from manifests.clips import CLIP_SCHEMA, FUNNEL, REASONS, STATUSES, funnel_counts, funnel_stage
+from manifests.clips import (CLIP_SCHEMA, CURATE_CONFIG_NAME, FUNNEL, REASONS, STATUSES,
+                             funnel_counts, funnel_stage)
 from manifests.pairs import PAIRS_SCHEMA
 from manifests.schema import ManifestError
 
@@ -43,11 +44,10 @@ def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifes
     import yaml
 
     from manifests.io import locate_manifest, read_manifest
-    from pipelines.curate import CONFIG_NAME
 
     p = locate_manifest(path)
     df = read_manifest(p, CLIP_SCHEMA)
-    cfg_path = p.parent / CONFIG_NAME
+    cfg_path = p.parent / CURATE_CONFIG_NAME
     config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
     return ClipManifest(p, p.parent, df, config or {}, name or p.parent.name)
 

@@ -19,7 +19,6 @@ from typing import Any, Iterable
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts"}
 MANIFEST_NAME = "manifest.parquet"
-CONFIG_NAME = "curate_config.yaml"
 STATS_NAME = "run_stats.json"
 
 
@@ -95,9 +94,10 @@ class CurateWorker:
 def _check_config(out: Path, cfg, allow_change: bool) -> None:
     import yaml
 
+    from manifests.clips import CURATE_CONFIG_NAME
     from manifests.config import to_dict
 
-    path = out / CONFIG_NAME
+    path = out / CURATE_CONFIG_NAME
     current = to_dict(cfg)
     if path.exists():
         previous = yaml.safe_load(path.read_text())
