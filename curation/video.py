@@ -258,6 +258,21 @@ def seek_window(path: str | Path, start: int, count: int | None = None,
     return np.stack(frames) if frames else None
 
 
+def rescale_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Frames [T, H, W, C] (or one [H, W, C]) resized to width x height: area averaging when
+    shrinking (no aliasing), bicubic when enlarging; unchanged when already that size."""
+    import cv2
+
+    one = frames.ndim == 3
+    stack = frames[None] if one else frames
+    if stack.shape[1:3] == (height, width):
+        return frames
+    shrink = stack.shape[1] * stack.shape[2] > width * height
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    out = np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in stack])
+    return out[0] if one else out
+
+
 def read_frames(path: str | Path, start: int = 0, count: int | None = None,
                 fmt: str = "rgb24") -> np.ndarray:
     """Frames [start, start+count) as one uint8 array [T, H, W, C] (C=1 squeezed for gray).

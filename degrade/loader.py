@@ -11,8 +11,8 @@
 Each item is `(lq, hq)`: float32 tensors shaped [C, T, H, W] (C = 3, RGB), uint8 mapped
 to [-1, 1] by `x / 127.5 - 1`. `recipe` picks one recipe (or a list; None = every recipe
 in the folder), `clips` keeps only those clip ids (a train/validation split), `size`
-resizes both clips (OpenCV area) when training wants another size than the shards hold,
-`return_meta=True` adds a dict with the pair id and the drawn parameters (`params` stays a
+resizes both clips (area when shrinking, bicubic when enlarging, as Stage I does) when
+training wants another size than the shards hold, `return_meta=True` adds a dict with the pair id and the drawn parameters (`params` stays a
 JSON string so default collation works).
 
 It is an IterableDataset so that it reads shards sequentially instead of seeking per
@@ -143,11 +143,11 @@ class PairDataset(IterableDataset):
             yield self._item(buf.pop(int(rng.integers(len(buf)))))
 
     def _resize(self, frames: np.ndarray) -> np.ndarray:
-        if self.size is None or frames.shape[1:3] == (self.size, self.size):
+        if self.size is None:
             return frames
-        from degrade.codec import resize_frames
+        from curation.video import rescale_frames
 
-        return resize_frames(frames, self.size, self.size, "area")
+        return rescale_frames(frames, self.size, self.size)
 
     def _item(self, row: dict[str, Any]):
         lq, hq = decode_pair(row)

@@ -74,7 +74,9 @@ def load_clips(manifest: str | Path, min_frames: int = 1) -> list[Clip]:
     return clips
 
 
-def _hash_fraction(clip_id: str) -> float:
+def hash_fraction(clip_id: str) -> float:
+    """A clip's fixed place in [0, 1): clips below a fraction are held out, whatever the
+    order or number of clips (Stage II splits its pairs the same way)."""
     return int(hashlib.sha1(clip_id.encode()).hexdigest()[:8], 16) / 2 ** 32
 
 
@@ -89,8 +91,8 @@ def split_clips(clips: list[Clip], num_frames: int, val_fraction: float,
         warnings.warn(f"one clip of {c.num_frames} frames: the held-out last window overlaps "
                       "training windows", stacklevel=2)
         return Split(train=[(c, last)], val=[(c, last)])
-    ranked = sorted(clips, key=lambda c: _hash_fraction(c.clip_id))
-    val = [c for c in ranked if _hash_fraction(c.clip_id) < val_fraction]
+    ranked = sorted(clips, key=lambda c: hash_fraction(c.clip_id))
+    val = [c for c in ranked if hash_fraction(c.clip_id) < val_fraction]
     val = val or ranked[:1]
     if len(val) == len(clips):
         val = val[:-1]
@@ -107,17 +109,13 @@ def split_clips(clips: list[Clip], num_frames: int, val_fraction: float,
 
 def load_window(path: str, start: int, num_frames: int, size: int) -> torch.Tensor:
     """Frames [start, start + num_frames) as float [3, T, size, size] in [-1, 1]."""
-    import cv2
-
-    from curation.video import read_frames
+    from curation.video import read_frames, rescale_frames
 
     frames = read_frames(path, start, num_frames)
     if len(frames) < num_frames:
         raise ManifestError(f"{path}: only {len(frames)} frames from {start}, "
                             f"wanted {num_frames}")
-    if frames.shape[1] != size or frames.shape[2] != size:
-        interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_CUBIC
-        frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
+    frames = rescale_frames(frames, size, size)
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
     return x / 127.5 - 1.0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -22,16 +21,13 @@ from typing import Any, Callable
 import torch
 
 from model.checkpoint import load_weights
+from model.data import hash_fraction
 from model.loop import TrainLoop, check_run_config
 from model.losses import psnr
 from model.stage2 import Stage2Model, load_stage2
 from model.stage2_config import Stage2Config
 
 NOT_EXPERIMENT = ("train.max_steps", "data.num_workers")
-
-
-def is_held_out(clip_id: str, fraction: float) -> bool:
-    return int(hashlib.sha1(clip_id.encode()).hexdigest()[:8], 16) / 2 ** 32 < fraction
 
 
 def split_pair_clips(pairs_dir: Path, recipe: str | None, fraction: float) -> tuple[set[str], set[str]]:
@@ -48,9 +44,9 @@ def split_pair_clips(pairs_dir: Path, recipe: str | None, fraction: float) -> tu
                                 "run `stc degrade` with that recipe first")
     if len(clips) == 1:
         return set(clips), set(clips)
-    val = {c for c in clips if is_held_out(c, fraction)}
+    val = {c for c in clips if hash_fraction(c) < fraction}
     if not val:
-        val = {min(clips, key=lambda c: hashlib.sha1(c.encode()).hexdigest())}
+        val = {min(clips, key=hash_fraction)}
     if val == set(clips):
         val.pop()
     return set(clips) - val, val

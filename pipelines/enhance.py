@@ -72,13 +72,10 @@ class Enhancer:
     def enhance(self, src: str | Path, dst: str | Path,
                 on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Restore `src` into `dst`; returns frames, chunks and model seconds."""
-        import cv2
-
-        from curation.video import FrameWriter, iter_frames, probe
+        from curation.video import FrameWriter, iter_frames, probe, rescale_frames
 
         info = probe(src)
         w, h = output_size(info.width, info.height, self.size, self.multiple)
-        interp = cv2.INTER_AREA if max(info.width, info.height) > self.size else cv2.INTER_CUBIC
         T = self.T
         stats = {"frames": 0, "chunks": 0, "model_seconds": 0.0}
 
@@ -96,7 +93,7 @@ class Enhancer:
             buf: list[np.ndarray] = []
             prev: list[np.ndarray] | None = None
             for _, frame in iter_frames(src):
-                buf.append(cv2.resize(frame, (w, h), interpolation=interp))
+                buf.append(rescale_frames(frame, w, h))
                 stats["frames"] += 1
                 if len(buf) == T:
                     run(buf, slice(None))

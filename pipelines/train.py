@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    from pipelines.runtime import add_ray_args
+
     p.add_argument("--manifest", required=True,
                    help="curated manifest: DIR or DIR/manifest.parquet (from `stc curate`)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, TensorBoard); "
@@ -37,8 +39,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                      help="run under Ray Train with this many workers (default: one process, no Ray)")
     ray.add_argument("--gpu", action="store_true", help="one GPU per Ray worker")
     ray.add_argument("--cpus-per-worker", type=int, default=None)
-    ray.add_argument("--address", default=None, help="address of an existing Ray cluster")
-    ray.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray cluster")
+    add_ray_args(p)
 
 
 def _add_stage1(stages) -> None:

@@ -13,10 +13,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from curation.video import VideoError, iter_frames
+from curation.video import VideoError, iter_frames, rescale_frames
 from model.metrics.config import EvalConfig
 from model.metrics.face import FaceMetrics, FaceScores
 from model.metrics.flow import endpoint_error, make_flow
@@ -101,9 +100,7 @@ class VideoEvaluator:
                     notes.append(f"pred {pred.shape[1]}x{pred.shape[0]} resized to the GT's "
                                  f"{gt.shape[1]}x{gt.shape[0]}")
                 resized = True
-                shrink = pred.shape[0] * pred.shape[1] > gt.shape[0] * gt.shape[1]
-                pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]),
-                                  interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+                pred = rescale_frames(pred, gt.shape[1], gt.shape[0])
             a, b = channels(pred, cfg.color), channels(gt, cfg.color)
             psnrs.append(psnr(a, b, cfg.psnr_cap))
             ssims.append(ssim(a, b))
