@@ -12,8 +12,8 @@ Each item is `(lq, hq)`: float32 tensors shaped [C, T, H, W] (C = 3, RGB), uint8
 to [-1, 1] by `x / 127.5 - 1`. `recipe` picks one recipe (or a list; None = every recipe
 in the folder), `clips` keeps only those clip ids (a train/validation split), `size`
 resizes both clips (area when shrinking, bicubic when enlarging, as Stage I does) when
-training wants another size than the shards hold, `return_meta=True` adds a dict with the pair id and the drawn parameters (`params` stays a
-JSON string so default collation works).
+training wants another size than the shards hold, `return_meta=True` adds a dict with the
+pair id and the drawn parameters (`params` stays a JSON string so default collation works).
 
 It is an IterableDataset so that it reads shards sequentially instead of seeking per
 item: the unit of work is one Parquet row group (a few pairs) of one shard. Every epoch
