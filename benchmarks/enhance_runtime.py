@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def build(stage1: str, stage2: str):
-    from model.config import load_stage1_config
-    from model.stage2 import Stage2Model
-    from model.stage2_config import load_stage2_config
-    from model.vqgan3d import VQGAN3D
+    from stc.model.stage1.config import load_stage1_config
+    from stc.model.stage2.model import Stage2Model
+    from stc.model.stage2.config import load_stage2_config
+    from stc.model.stage1.vqgan3d import VQGAN3D
 
     s1 = load_stage1_config(stage1)
     cfg = load_stage2_config(stage2)
@@ -82,7 +82,7 @@ def main() -> None:
                            "torch": torch.__version__, "threads": torch.get_num_threads()},
                "runs": []}
     if args.checkpoint:
-        from model.stage2 import load_stage2
+        from stc.model.stage2.model import load_stage2
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, cfg = load_stage2(args.checkpoint, device)

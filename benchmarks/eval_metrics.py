@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     args = ap.parse_args()
 
-    from curation.video import encode_frames, read_frames
-    from model.metrics import EvalConfig
-    from pipelines.evaluate import evaluate_dirs, format_table
+    from stc.core.video import encode_frames, read_frames
+    from stc.model.metrics import EvalConfig
+    from stc.pipelines.evaluate import evaluate_dirs, format_table
 
     result = {"frames_per_video": args.frames, "videos": ["hdtf_1", "hdtf_2"], "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 def _manifest(folder: Path, frames: int, size: int) -> Path:
     import numpy as np
 
-    from curation.video import encode_frames
-    from manifests.clips import CLIP_SCHEMA
-    from manifests.io import ManifestWriter
+    from stc.core.video import encode_frames
+    from stc.manifests.clips import CLIP_SCHEMA
+    from stc.manifests.io import ManifestWriter
 
     rng = np.random.default_rng(0)
     video = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(frames)]
@@ -55,7 +55,7 @@ def _random_critics(folder: Path, cfg) -> None:
     import torch
 
     if cfg.losses.perceptual > 0:
-        from model.perceptual import VGG19Features
+        from stc.model.stage1.perceptual import VGG19Features
 
         path = folder / "vgg19.pth"
         torch.save(VGG19Features().state_dict(), path)
@@ -73,8 +73,8 @@ def _random_critics(folder: Path, cfg) -> None:
 def run_case(config: str, device: str, steps: int, warmup: int) -> dict:
     import torch
 
-    from model.config import load_stage1_config
-    from model.trainer import Stage1Trainer
+    from stc.model.stage1.config import load_stage1_config
+    from stc.model.stage1.trainer import Stage1Trainer
 
     cfg = load_stage1_config(config)
     cfg.data.num_workers = 0
@@ -126,8 +126,8 @@ def window_read(frames: int = 200, size: int = 512, window: int = 24, repeats: i
     import cv2
     import numpy as np
 
-    from curation.config import EncodeConfig
-    from curation.video import encode_frames, read_frames
+    from stc.curation.config import EncodeConfig
+    from stc.core.video import encode_frames, read_frames
 
     # Smooth noise panning one pixel a frame, plus faint grain: motion x264 can predict, and
     # at crf 10 about the bitrate (hence decode cost) of a real 512x512 talking-head clip.

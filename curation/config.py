@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from manifests.config import load_config
+from stc.core.config import load_config
 
 BUILTIN_DIR = Path(__file__).parent / "configs"
 

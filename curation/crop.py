@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.faces import Box
+from stc.curation.faces import Box
 
 
 def crop_box(boxes: list[Box], width: int, height: int, expand: float) -> tuple[int, int, int, int]:

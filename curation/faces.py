@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from curation.config import FaceConfig, SamplingConfig
-from curation.models import CNN_FACE_DETECTOR, dlib_model_path
+from stc.curation.config import FaceConfig, SamplingConfig
+from stc.curation.models import CNN_FACE_DETECTOR, dlib_model_path
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation.config import SideFaceConfig
-from curation.faces import Box
-from curation.models import LANDMARKS_68, dlib_model_path
+from stc.curation.config import SideFaceConfig
+from stc.curation.faces import Box
+from stc.curation.models import LANDMARKS_68, dlib_model_path
 
 LEFT_EYE_OUTER, RIGHT_EYE_OUTER, NOSE_TIP = 36, 45, 30
 

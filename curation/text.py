@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation.config import TextConfig
+from stc.curation.config import TextConfig
 
 
 @dataclass

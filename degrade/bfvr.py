@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from degrade.codec import cv2_interp, encode_h264
-from degrade.video import Video
+from stc.degrade.codec import cv2_interp, encode_h264
+from stc.degrade.video import Video
 
 
 @dataclass

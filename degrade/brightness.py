@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from degrade.video import Video
+from stc.degrade.video import Video
 
 
 @dataclass

@@ -22,7 +22,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from curation.video import VideoError, ffmpeg_exe, x264_args
+from stc.core.video import VideoError, ffmpeg_exe, x264_args
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "linear_exact")
 

@@ -1,6 +1,6 @@
 """The torch dataset Stage II training reads: (lq, hq) pairs from the degraded shards.
 
-    from degrade.loader import PairDataset
+    from stc.degrade.loader import PairDataset
 
     ds = PairDataset("pairs_dir", recipe="bfvr", shuffle=True, seed=0)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=4)
@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from degrade.shards import decode_pair
-from manifests.io import read_table
-from manifests.pairs import PAIRS_SCHEMA
+from stc.degrade.shards import decode_pair
+from stc.manifests.io import read_table
+from stc.manifests.pairs import PAIRS_SCHEMA
 
 Unit = tuple[str, int, tuple[int, ...]]   # (shard path relative to root, row group, rows in it)
 
@@ -145,7 +145,7 @@ class PairDataset(IterableDataset):
     def _resize(self, frames: np.ndarray) -> np.ndarray:
         if self.size is None:
             return frames
-        from curation.video import rescale_frames
+        from stc.core.video import rescale_frames
 
         return rescale_frames(frames, self.size, self.size)
 

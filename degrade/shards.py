@@ -44,10 +44,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from degrade.codec import decode_h264
-from degrade.video import lq_from_bitstream
-from manifests.io import atomic_path
-from manifests.schema import ManifestSchema
+from stc.degrade.codec import decode_h264
+from stc.degrade.video import lq_from_bitstream
+from stc.manifests.io import atomic_path
+from stc.manifests.schema import ManifestSchema
 
 HQ_FORMAT = "h264"
 LQ_LOWRES = "h264-lowres"
@@ -97,7 +97,7 @@ def decode_pair(row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     elif row["lq_format"] == LQ_LOSSLESS:
         lq = decode_h264(row["lq"], f"{what} LQ")
     elif row["lq_format"] == LQ_REPLAY:
-        from degrade.recipe import replay
+        from stc.degrade.recipe import replay
 
         lq = replay(hq, json.loads(row["params"]))
     else:

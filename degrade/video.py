@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from degrade.codec import decode_h264, resize_frames
+from stc.degrade.codec import decode_h264, resize_frames
 
 
 @dataclass

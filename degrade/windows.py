@@ -22,11 +22,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from curation.video import VideoError, iter_frames
-from degrade.codec import decode_h264, encode_h264, encode_lossless_rgb, resize_frames
-from degrade.recipe import Recipe, replay
-from degrade.shards import HQ_FORMAT, LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY
-from manifests.pairs import pair_id
+from stc.core.video import VideoError, iter_frames
+from stc.degrade.codec import decode_h264, encode_h264, encode_lossless_rgb, resize_frames
+from stc.degrade.recipe import Recipe, replay
+from stc.degrade.shards import HQ_FORMAT, LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY
+from stc.manifests.pairs import pair_id
 
 
 @dataclass
@@ -51,7 +51,7 @@ def software_versions() -> str:
     import av
     import cv2
 
-    from curation.video import ffmpeg_exe
+    from stc.core.video import ffmpeg_exe
 
     return (f"numpy {np.__version__}; opencv {cv2.__version__}; av {av.__version__}; "
             f"ffmpeg {Path(ffmpeg_exe()).name}")

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from manifests.schema import ManifestSchema
+from stc.manifests.schema import ManifestSchema
 
 # The curate config saved beside a manifest: the thresholds its rows were decided with.
 CURATE_CONFIG_NAME = "curate_config.yaml"

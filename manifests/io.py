@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from manifests.schema import ManifestError, ManifestSchema
+from stc.manifests.schema import ManifestError, ManifestSchema
 
 _PART = re.compile(r"^part-(\d{6})\.parquet$")
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from manifests.schema import ManifestSchema
+from stc.manifests.schema import ManifestSchema
 
 PAIR_STATUSES = ("ok", "error")
 PAIR_REASONS = {

@@ -1,1 +1,3 @@
-"""Stage I model: the 3D-VQGAN with spatial-temporal codebooks, its losses and trainer."""
+"""The two-stage model: `stage1` (3D-VQGAN with spatial-temporal codebooks), `stage2`
+(LQ encoder, code-lookup transformers, curricula), `training` (the shared loop, checkpoints,
+EMA, Ray Train) and `metrics` (evaluation)."""

@@ -12,12 +12,12 @@ import sys
 
 # In the order of the workflow: curate -> degrade -> train -> enhance -> eval; stats audits.
 COMMANDS = [
-    "pipelines.curate",
-    "pipelines.degrade",
-    "pipelines.train",
-    "pipelines.enhance",
-    "pipelines.evaluate",
-    "pipelines.stats",
+    "stc.pipelines.curate",
+    "stc.pipelines.degrade",
+    "stc.pipelines.train",
+    "stc.pipelines.enhance",
+    "stc.pipelines.evaluate",
+    "stc.pipelines.stats",
 ]
 
 
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every user-facing failure ends here
-        from manifests.config import ConfigError
-        from manifests.schema import ManifestError
+        from stc.core.config import ConfigError
+        from stc.manifests.schema import ManifestError
 
         if isinstance(exc, (ConfigError, ManifestError, FileNotFoundError)):
             print(f"stc {args.command}: error: {exc}", file=sys.stderr)

@@ -78,9 +78,9 @@ class CurateWorker:
     """Ray Data actor: loads the models once, curates one input per row."""
 
     def __init__(self, config: dict[str, Any], out_dir: str):
-        from curation.clip import ClipCurator
-        from curation.config import CurateConfig
-        from manifests.config import from_dict
+        from stc.curation.clip import ClipCurator
+        from stc.curation.config import CurateConfig
+        from stc.core.config import from_dict
 
         self.curator = ClipCurator(from_dict(CurateConfig, config), out_dir)
 
@@ -94,8 +94,8 @@ class CurateWorker:
 def _check_config(out: Path, cfg, allow_change: bool) -> None:
     import yaml
 
-    from manifests.clips import CURATE_CONFIG_NAME
-    from manifests.config import to_dict
+    from stc.manifests.clips import CURATE_CONFIG_NAME
+    from stc.core.config import to_dict
 
     path = out / CURATE_CONFIG_NAME
     current = to_dict(cfg)
@@ -106,7 +106,7 @@ def _check_config(out: Path, cfg, allow_change: bool) -> None:
                 f"{out} was curated with a different config ({path}); rows made under both "
                 "would mix thresholds. Use a new --out, or --allow-config-change to continue anyway"
             )
-    from manifests.io import atomic_path
+    from stc.manifests.io import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(current, sort_keys=False))
@@ -119,12 +119,12 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
     """Curate `inputs` into `out`; returns the run summary (also written to run_stats.json)."""
     from tqdm import tqdm
 
-    from curation.clip import clip_id_for
-    from curation.config import CurateConfig
-    from manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts
-    from manifests.config import to_dict
-    from manifests.io import ManifestWriter, atomic_path, finished_keys, read_manifest
-    from pipelines.runtime import init_ray, map_with_actors
+    from stc.curation.clip import clip_id_for
+    from stc.curation.config import CurateConfig
+    from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts
+    from stc.core.config import to_dict
+    from stc.manifests.io import ManifestWriter, atomic_path, finished_keys, read_manifest
+    from stc.core.runtime import init_ray, map_with_actors
 
     out = Path(out)
     cfg = CurateConfig.load(config)
@@ -212,7 +212,7 @@ def format_funnel(funnel: dict[str, int], order: Iterable[str]) -> str:
 
 # --- CLI ---------------------------------------------------------------------------
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from pipelines.runtime import add_ray_args
+    from stc.core.runtime import add_ray_args
 
     p = sub.add_parser(
         "curate", help="crop, filter and score raw face videos into a clip manifest",
@@ -237,8 +237,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.print_config:
         import yaml
 
-        from curation.config import CurateConfig
-        from manifests.config import to_dict
+        from stc.curation.config import CurateConfig
+        from stc.core.config import to_dict
 
         print(yaml.safe_dump(to_dict(CurateConfig.load(args.config)), sort_keys=False))
         return 0

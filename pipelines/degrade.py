@@ -37,7 +37,7 @@ MANIFEST_NAME = "pairs.parquet"
 
 def resolve_manifest(path: str | Path) -> tuple[Path, Path]:
     """(manifest path, folder clip paths are relative to) for `DIR` or `DIR/manifest.parquet`."""
-    from manifests.io import locate_manifest
+    from stc.manifests.io import locate_manifest
 
     p = locate_manifest(path)
     return p, p.parent
@@ -48,16 +48,16 @@ class DegradeWorker:
     (they carry megabytes of bytes, which JSON would inflate)."""
 
     def __init__(self, recipe: dict[str, Any], seed: int, opts: dict[str, Any], device: str):
-        from degrade.recipe import Recipe
-        from degrade.windows import WindowOptions
-        from manifests.config import from_dict
+        from stc.degrade.recipe import Recipe
+        from stc.degrade.windows import WindowOptions
+        from stc.core.config import from_dict
 
         self.recipe = from_dict(Recipe, recipe)
         self.opts = from_dict(WindowOptions, opts)
         self.seed, self.device = seed, device
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        from degrade.windows import degrade_clip
+        from stc.degrade.windows import stc.degrade_clip
 
         rows = degrade_clip(item, Path(item["clip_path"]), self.recipe, self.seed, self.opts,
                             self.device)
@@ -65,7 +65,7 @@ class DegradeWorker:
 
 
 def settings_of(recipe, opts) -> dict[str, Any]:
-    from manifests.config import to_dict
+    from stc.core.config import to_dict
 
     return {"recipe": to_dict(recipe), "window": to_dict(opts)}
 
@@ -86,9 +86,9 @@ def _manifest_row(r: dict[str, Any], settings: str, source: str, software: str) 
 def _previous(pairs_path: Path, recipe: str, seed: int, current: str) -> dict[str, str]:
     """clip_id -> status of the clips already done for this recipe and seed; refuses a
     folder where they were made with other settings (the shards would mix them)."""
-    from manifests.config import ConfigError
-    from manifests.io import manifest_files, read_table
-    from manifests.pairs import PAIRS_SCHEMA
+    from stc.core.config import ConfigError
+    from stc.manifests.io import manifest_files, read_table
+    from stc.manifests.pairs import PAIRS_SCHEMA
 
     if not manifest_files(pairs_path):
         return {}
@@ -116,13 +116,13 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
     import yaml
     from tqdm import tqdm
 
-    from degrade.recipe import load_recipe
-    from degrade.shards import ShardWriter
-    from degrade.windows import WindowOptions, software_versions
-    from manifests.clips import CLIP_SCHEMA
-    from manifests.io import ManifestWriter, atomic_path, manifest_files, read_manifest
-    from manifests.pairs import PAIRS_SCHEMA
-    from pipelines.runtime import init_ray, map_with_actors
+    from stc.degrade.recipe import load_recipe
+    from stc.degrade.shards import ShardWriter
+    from stc.degrade.windows import WindowOptions, software_versions
+    from stc.manifests.clips import CLIP_SCHEMA
+    from stc.manifests.io import ManifestWriter, atomic_path, manifest_files, read_manifest
+    from stc.manifests.pairs import PAIRS_SCHEMA
+    from stc.core.runtime import init_ray, map_with_actors
 
     opts = opts or WindowOptions()
     rec = load_recipe(recipe)
@@ -147,7 +147,7 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
             for r in kept.itertuples()
             if r.clip_id not in done or (retry_errors and done[r.clip_id] == "error")]
     if rec.uses_diffusion and todo:
-        from degrade.pixel_flicker import check_model
+        from stc.degrade.pixel_flicker import check_model
 
         for step in rec.steps:
             if step.kind == "pixel_flicker":
@@ -232,7 +232,7 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
 
 # --- CLI ---------------------------------------------------------------------------
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from pipelines.runtime import add_ray_args
+    from stc.core.runtime import add_ray_args
 
     p = sub.add_parser(
         "degrade", help="degrade curated clips into paired LQ-HQ shards",
@@ -263,8 +263,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from degrade.windows import WindowOptions
-    from manifests.config import ConfigError
+    from stc.degrade.windows import WindowOptions
+    from stc.core.config import ConfigError
 
     try:
         opts = WindowOptions(window=args.window, stride=args.stride, max_windows=args.max_windows,

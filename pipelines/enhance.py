@@ -47,7 +47,7 @@ class Enhancer:
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", crf: float = 18,
                  preset: str = "medium", pix_fmt: str = "yuv420p"):
-        from model.stage2 import load_stage2
+        from stc.model.stage2.model import load_stage2
 
         self.device = pick_device(device)
         self.model, self.cfg = load_stage2(checkpoint, self.device)
@@ -59,7 +59,7 @@ class Enhancer:
     def _run(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
         import torch
 
-        from degrade.loader import to_tensor, to_uint8
+        from stc.degrade.loader import to_tensor, to_uint8
 
         x = to_tensor(np.stack(frames))[None].to(self.device)
         t0 = time.perf_counter()
@@ -72,7 +72,7 @@ class Enhancer:
     def enhance(self, src: str | Path, dst: str | Path,
                 on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Restore `src` into `dst`; returns frames, chunks and model seconds."""
-        from curation.video import FrameWriter, iter_frames, probe, rescale_frames
+        from stc.core.video import FrameWriter, iter_frames, probe, rescale_frames
 
         info = probe(src)
         w, h = output_size(info.width, info.height, self.size, self.multiple)
@@ -128,7 +128,7 @@ class EnhanceWorker:
 
 
 def _write_stats(out_dir: Path, enhancer_info: dict[str, Any], videos: dict[str, Any]) -> None:
-    from manifests.io import atomic_path
+    from stc.manifests.io import atomic_path
 
     path = out_dir / STATS_NAME
     old = json.loads(path.read_text()) if path.exists() else {}
@@ -149,7 +149,7 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
     """Restore one video into the file `out`, or several into the folder `out`."""
     from tqdm import tqdm
 
-    from pipelines.curate import gather_inputs
+    from stc.pipelines.curate import gather_inputs
 
     sources = [p for p, _ in gather_inputs(inputs)]
     if not sources:
@@ -178,7 +178,7 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
             except Exception as exc:
                 errors[job["src"]] = f"{type(exc).__name__}: {exc}"
     elif todo:
-        from pipelines.runtime import init_ray, map_with_actors
+        from stc.core.runtime import init_ray, map_with_actors
 
         init_ray(address, num_cpus)
         gpu = 1 if info["device"].startswith("cuda") else 0
@@ -200,7 +200,7 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
 
 
 def _frame_count(path: str) -> int:
-    from curation.video import probe
+    from stc.core.video import probe
 
     try:
         return max(1, probe(path).num_frames)
@@ -209,7 +209,7 @@ def _frame_count(path: str) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from pipelines.runtime import add_ray_args
+    from stc.core.runtime import add_ray_args
 
     p = sub.add_parser(
         "enhance", help="restore face videos with a trained Stage II model",

@@ -30,7 +30,7 @@ TABLE_COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("lpips
 
 # --- pairing -----------------------------------------------------------------------
 def _videos(folder: Path) -> dict[str, list[Path]]:
-    from pipelines.curate import VIDEO_EXTENSIONS
+    from stc.pipelines.curate import VIDEO_EXTENSIONS
 
     out: dict[str, list[Path]] = {}
     for f in sorted(folder.iterdir()):
@@ -99,8 +99,8 @@ class EvalWorker:
     """Ray Data actor (and the in-process worker): loads the metric models once."""
 
     def __init__(self, config: dict[str, Any]):
-        from manifests.config import from_dict
-        from model.metrics import EvalConfig, VideoEvaluator
+        from stc.core.config import from_dict
+        from stc.model.metrics import EvalConfig, VideoEvaluator
 
         self.evaluator = VideoEvaluator(from_dict(EvalConfig, config))
 
@@ -112,7 +112,7 @@ class EvalWorker:
 
 
 def _paired_error(item: dict[str, Any]) -> dict[str, Any]:
-    from model.metrics.video import error_row
+    from stc.model.metrics.video import error_row
 
     row = error_row(item["video"], item["pred_path"], item["gt_path"], item["reason"], item["message"])
     return {"row": json.dumps(row), "info": json.dumps({"seconds": 0.0, "fvd": None})}
@@ -122,15 +122,15 @@ def check_weights(cfg) -> None:
     """Load every user-given weight file once here, so a wrong path or format stops the run
     with one clear message before any worker starts."""
     if cfg.lpips:
-        from model.metrics.lpips import load_lpips
+        from stc.model.metrics.lpips import load_lpips
 
         load_lpips(cfg.lpips, cfg.lpips_backbone)
     if cfg.fvd:
-        from model.metrics.fvd import I3DFeatures
+        from stc.model.metrics.fvd import I3DFeatures
 
         I3DFeatures(cfg.fvd)
     if cfg.raft:
-        from model.metrics.flow import TorchScriptFlow
+        from stc.model.metrics.flow import TorchScriptFlow
 
         TorchScriptFlow(cfg.raft)
 
@@ -146,9 +146,9 @@ def evaluate_dirs(pred: str | Path, gt: str | Path, cfg=None, out: str | Path | 
     """
     from tqdm import tqdm
 
-    from manifests.config import to_dict
-    from model.metrics import EvalConfig
-    from model.metrics.fvd import frechet_distance
+    from stc.core.config import to_dict
+    from stc.model.metrics import EvalConfig
+    from stc.model.metrics.fvd import frechet_distance
 
     cfg = cfg or EvalConfig()
     if out is not None and Path(out).suffix != ".parquet":
@@ -164,7 +164,7 @@ def evaluate_dirs(pred: str | Path, gt: str | Path, cfg=None, out: str | Path | 
     todo = [it for it in items if not it.get("reason")]
     results = [_paired_error(it) for it in items if it.get("reason")]
     if todo and workers > 1 and len(todo) > 1:
-        from pipelines.runtime import init_ray, map_with_actors
+        from stc.core.runtime import init_ray, map_with_actors
 
         check_weights(cfg)
         init_ray(address, num_cpus)
@@ -208,7 +208,7 @@ def evaluate_dirs(pred: str | Path, gt: str | Path, cfg=None, out: str | Path | 
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from model.metrics import METRICS
+    from stc.model.metrics import METRICS
 
     ok = [r for r in rows if r["status"] == "ok"]
     mean = {}
@@ -219,8 +219,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_results(rows: list[dict[str, Any]], summary: dict[str, Any], out: str | Path) -> None:
-    from manifests.io import atomic_path, write_table
-    from model.metrics import EVAL_SCHEMA
+    from stc.manifests.io import atomic_path, write_table
+    from stc.model.metrics import EVAL_SCHEMA
 
     out = Path(out)
     write_table(EVAL_SCHEMA.table(rows), out)
@@ -253,7 +253,7 @@ def format_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 
 # --- CLI ---------------------------------------------------------------------------
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from pipelines.runtime import add_ray_args
+    from stc.core.runtime import add_ray_args
 
     p = sub.add_parser(
         "eval", help="score restored videos against ground truth (PSNR, SSIM, AKD, IDS, ...)",
@@ -278,8 +278,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from manifests.config import ConfigError, from_dict, load_config, to_dict
-    from model.metrics import EvalConfig
+    from stc.core.config import ConfigError, from_dict, load_config, to_dict
+    from stc.model.metrics import EvalConfig
 
     cfg = to_dict(load_config(EvalConfig, args.config))
     for name in ("lpips", "lpips_backbone", "fvd", "raft", "color", "face_stride"):

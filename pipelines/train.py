@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from pipelines.runtime import add_ray_args
+    from stc.core.runtime import add_ray_args
 
     p.add_argument("--manifest", required=True,
                    help="curated manifest: DIR or DIR/manifest.parquet (from `stc curate`)")
@@ -59,8 +59,8 @@ def _add_stage1(stages) -> None:
 
 
 def _stage1_config(args: argparse.Namespace):
-    from manifests.config import load_config
-    from model.config import Stage1Config, load_stage1_config
+    from stc.core.config import load_config
+    from stc.model.stage1.config import Stage1Config, load_stage1_config
 
     saved_path = Path(args.out) / "config.yaml"
     saved = load_config(Stage1Config, saved_path) if saved_path.exists() else None
@@ -84,17 +84,17 @@ def run_stage1(args: argparse.Namespace) -> int:
     cfg = _stage1_config(args)
     cfg.check_weights()
     # Stage II makes its pairs from the clips Stage I saw unless told otherwise.
-    from model.curriculum import record_manifest
+    from stc.model.stage2.curriculum import record_manifest
 
     record_manifest(args.out, args.manifest)
     if args.workers:
-        from model.ray_train import train_stage1_ray
+        from stc.model.training.ray_train import train_stage1_ray
 
         train_stage1_ray(cfg, args.manifest, args.out, workers=args.workers, gpu=args.gpu,
                          max_steps=args.max_steps, cpus_per_worker=args.cpus_per_worker,
                          address=args.address, num_cpus=args.num_cpus)
     else:
-        from model.trainer import Stage1Trainer
+        from stc.model.stage1.trainer import Stage1Trainer
 
         Stage1Trainer(cfg, args.manifest, args.out, max_steps=args.max_steps,
                       device=args.device).run()
@@ -104,7 +104,7 @@ def run_stage1(args: argparse.Namespace) -> int:
 
 
 def _add_stage2(stages) -> None:
-    from pipelines.runtime import add_ray_args
+    from stc.core.runtime import add_ray_args
 
     p = stages.add_parser(
         "stage2", help="LQ encoder + code-lookup transformers (Stage II), by curriculum",
@@ -132,8 +132,8 @@ def _add_stage2(stages) -> None:
 
 
 def run_stage2(args: argparse.Namespace) -> int:
-    from model.curriculum import load_curriculum, run_curriculum, saved_stage2_config
-    from model.stage2_config import load_stage2_config
+    from stc.model.stage2.curriculum import load_curriculum, run_curriculum, saved_stage2_config
+    from stc.model.stage2.config import load_stage2_config
 
     saved = saved_stage2_config(args.out)
     cfg = saved if args.config is None and saved is not None else load_stage2_config(args.config or "stage2")

@@ -23,7 +23,7 @@ def shared_videos() -> Path:
 @pytest.fixture(scope="session")
 def ray_session():
     """A local 2-CPU Ray cluster started once for the whole test session."""
-    from pipelines.runtime import init_ray
+    from stc.core.runtime import init_ray
 
     init_ray(num_cpus=2)
     yield
@@ -34,7 +34,7 @@ def ray_session():
 
 def noise_video(path: Path, frames: int = 30, size: int = 128, fps: float = 25.0, seed: int = 0) -> Path:
     """A small faceless clip: smooth moving noise, encoded with the project's encoder."""
-    from curation.video import encode_frames
+    from stc.core.video import encode_frames
 
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, (size // 8, size // 8, 3), dtype=np.uint8)

@@ -12,11 +12,11 @@ import cv2
 import pandas as pd
 import pytest
 
-from curation.video import encode_frames, probe, read_frames
-from manifests.clips import CLIP_SCHEMA
-from manifests.io import manifest_files, read_manifest
-from pipelines.cli import main as stc_main
-from pipelines.curate import gather_inputs, run_curate
+from stc.core.video import encode_frames, probe, read_frames
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.manifests.io import manifest_files, read_manifest
+from stc.pipelines.cli import main as stc_main
+from stc.pipelines.curate import gather_inputs, run_curate
 
 from .conftest import noise_video
 
@@ -163,9 +163,9 @@ def test_changed_config_on_the_same_output_is_refused(real_run, tmp_path):
 
 
 def test_cli_help_and_print_config():
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "curate", "--print-config",
+    out = subprocess.run([sys.executable, "-m", "stc.pipelines.cli", "curate", "--print-config",
                           "--config", "fast"], capture_output=True, text=True, check=True).stdout
     assert "size: 128" in out and "alpha_min: 0.4" in out
-    helptext = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True,
+    helptext = subprocess.run([sys.executable, "-m", "stc.pipelines.cli", "--help"], capture_output=True,
                               text=True, check=True).stdout
     assert "curate" in helptext

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from degrade.bfvr import BFVR, BFVRConfig
-from degrade.brightness import BrightnessConfig, BrightnessFlicker
-from degrade.recipe import Recipe, Step, builtin_recipes, load_recipe
-from degrade.video import Video
-from manifests.config import ConfigError
+from stc.degrade.bfvr import BFVR, BFVRConfig
+from stc.degrade.brightness import BrightnessConfig, BrightnessFlicker
+from stc.degrade.recipe import Recipe, Step, builtin_recipes, load_recipe
+from stc.degrade.video import Video
+from stc.core.config import ConfigError
 
 
 def frames(n: int = 12, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -99,7 +99,7 @@ def test_params_in_range_and_one_set_per_video():
 def fixed(**kw) -> "BFVRParams":  # noqa: F821
     base = dict(sigma=2.0, kernel_size=21, scale=2.0, lowres_width=32, lowres_height=32, noise=0.0,
                 crf=20, preset="medium", down_interp="area", up_interp="bicubic")
-    from degrade.bfvr import BFVRParams
+    from stc.degrade.bfvr import BFVRParams
 
     return BFVRParams(**{**base, **kw})
 
@@ -126,7 +126,7 @@ def test_blur_grows_with_sigma():
 
 def test_lq_frames_are_the_decoded_bitstream():
     """What the degradation hands on equals what the stored bytes decode to."""
-    from degrade.video import lq_from_bitstream
+    from stc.degrade.video import lq_from_bitstream
 
     x = frames(8)
     video, params = load_recipe("bfvr").run(x, 25.0, 3, "c", 0)
@@ -174,11 +174,11 @@ def test_composed_recipe_seeds_each_step():
 
 
 def test_windows_cut_as_configured(tmp_path):
-    from degrade.windows import WindowOptions, iter_windows
+    from stc.degrade.windows import WindowOptions, iter_windows
     from tests.conftest import noise_video
 
     path = noise_video(tmp_path / "c.mp4", frames=30, size=32)
-    from curation.video import decode_all
+    from stc.core.video import decode_all
 
     every = decode_all(path)
 
@@ -197,7 +197,7 @@ def test_windows_cut_as_configured(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_upscaler(tmp_path_factory):
-    from degrade.testing import make_tiny_upscaler
+    from tests.tiny_upscaler import make_tiny_upscaler
 
     return make_tiny_upscaler(tmp_path_factory.mktemp("sd") / "tiny-x4")
 
@@ -223,7 +223,7 @@ def test_pixel_flicker_rerenders_only_chosen_frames(tiny_upscaler, tmp_path):
     # Reproducible, and a frame's result does not depend on the batch it landed in.
     again, _ = load_recipe(recipe_file).run(x, 25.0, 5, "clip", 0, device="cpu")
     assert np.array_equal(again.frames, video.frames)
-    from degrade.pixel_flicker import PixelFlicker
+    from stc.degrade.pixel_flicker import PixelFlicker
 
     first = sorted(chosen)[0]
     alone = PixelFlicker(recipe.steps[0].pixel_flicker, device="cpu").rerender(
@@ -234,7 +234,7 @@ def test_pixel_flicker_rerenders_only_chosen_frames(tiny_upscaler, tmp_path):
 
 
 def test_pixel_flicker_missing_model_is_a_clear_error(tmp_path):
-    from degrade.pixel_flicker import check_model
+    from stc.degrade.pixel_flicker import check_model
 
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         check_model(str(tmp_path / "no-model"))

@@ -9,15 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from degrade.loader import PairDataset, to_uint8
-from degrade.recipe import load_recipe
-from degrade.shards import LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY, decode_pair
-from degrade.windows import WindowOptions
-from manifests.clips import CLIP_SCHEMA
-from manifests.config import ConfigError
-from manifests.io import ManifestWriter, read_manifest
-from manifests.pairs import PAIRS_SCHEMA
-from pipelines.degrade import run_degrade
+from stc.degrade.loader import PairDataset, to_uint8
+from stc.degrade.recipe import load_recipe
+from stc.degrade.shards import LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY, decode_pair
+from stc.degrade.windows import WindowOptions
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.core.config import ConfigError
+from stc.manifests.io import ManifestWriter, read_manifest
+from stc.manifests.pairs import PAIRS_SCHEMA
+from stc.pipelines.degrade import run_degrade
 from tests.conftest import noise_video
 
 OPTS = WindowOptions(window=12, size=64)
@@ -146,7 +146,7 @@ def test_degrade_pipeline_end_to_end(curated, tmp_path, ray_session):
 
 
 def test_cli_writes_pairs(curated, tmp_path, ray_session):
-    from pipelines.cli import main
+    from stc.pipelines.cli import main
 
     out = tmp_path / "cli"
     rc = main(["degrade", str(curated), "--out", str(out), "--recipe", "bfvr-nonoise", "--seed", "1",
@@ -164,7 +164,7 @@ def test_cli_writes_pairs(curated, tmp_path, ray_session):
 def test_pixel_flicker_pipeline_with_tiny_model(curated, tmp_path, ray_session):
     """The pixel recipe through `stc degrade`: lossless LQ in the shard, only the drawn
     frames re-rendered."""
-    from degrade.testing import make_tiny_upscaler
+    from tests.tiny_upscaler import make_tiny_upscaler
 
     model = make_tiny_upscaler(tmp_path / "tiny-x4")
     recipe = tmp_path / "pixel-tiny.yaml"

@@ -16,18 +16,18 @@ import numpy as np
 import pytest
 import torch
 
-from manifests.config import ConfigError
-from manifests.io import read_manifest
-from model.metrics import EVAL_SCHEMA, EvalConfig, VideoEvaluator, evaluate_pair
-from model.metrics.fvd import frechet_distance
-from model.metrics.lpips import LPIPS, NETS, load_lpips
+from stc.core.config import ConfigError
+from stc.manifests.io import read_manifest
+from stc.model.metrics import EVAL_SCHEMA, EvalConfig, VideoEvaluator, evaluate_pair
+from stc.model.metrics.fvd import frechet_distance
+from stc.model.metrics.lpips import LPIPS, NETS, load_lpips
 
 FRAMES = 12
 
 
 @pytest.fixture(scope="module")
 def clips(shared_videos, tmp_path_factory) -> dict[str, Path]:
-    from curation.video import encode_frames, read_frames
+    from stc.core.video import encode_frames, read_frames
 
     d = tmp_path_factory.mktemp("eval_clips")
     gt = read_frames(shared_videos / "hdtf_1.mp4", 0, FRAMES)
@@ -96,7 +96,7 @@ def test_flow_score_catches_temporal_jitter(rows):
 
 
 def test_sizes_and_lengths_are_reconciled(clips, tmp_path):
-    from curation.video import encode_frames, read_frames
+    from stc.core.video import encode_frames, read_frames
 
     small = read_frames(clips["gt"], 0, 6)
     small = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in small])
@@ -109,7 +109,7 @@ def test_sizes_and_lengths_are_reconciled(clips, tmp_path):
 
 
 def test_cli_folders_error_rows_parquet_and_sidecar(clips, tmp_path, capsys):
-    from pipelines.cli import main
+    from stc.pipelines.cli import main
 
     pred, gt = tmp_path / "pred", tmp_path / "gt"
     pred.mkdir(), gt.mkdir()
@@ -161,7 +161,7 @@ def _random_lpips_state(net: str) -> dict[str, torch.Tensor]:
 
 
 def test_lpips_loads_package_layouts(clips, tmp_path):
-    from curation.video import read_frames
+    from stc.core.video import read_frames
 
     state = _random_lpips_state("alex")
     torch.save(state, tmp_path / "lpips_alex.pth")
@@ -205,7 +205,7 @@ class _TinyI3D(torch.nn.Module):
 
 
 def test_fvd_from_torchscript_and_frechet_formula(clips, tmp_path):
-    from pipelines.evaluate import evaluate_dirs
+    from stc.pipelines.evaluate import evaluate_dirs
 
     torch.manual_seed(0)
     torch.jit.script(_TinyI3D()).save(str(tmp_path / "i3d.pt"))
@@ -242,7 +242,7 @@ def test_raft_only_as_torchscript(clips, tmp_path):
 
 
 def test_ray_workers_match_in_process(clips, tmp_path, ray_session):
-    from pipelines.evaluate import evaluate_dirs
+    from stc.pipelines.evaluate import evaluate_dirs
 
     pred, gt = tmp_path / "pred", tmp_path / "gt"
     pred.mkdir(), gt.mkdir()

@@ -8,10 +8,10 @@ from typing import Literal
 import pyarrow.parquet as pq
 import pytest
 
-from manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts
-from manifests.config import ConfigError, from_dict, load_config, to_dict
-from manifests.io import ManifestWriter, atomic_path, finished_keys, manifest_files, read_manifest
-from manifests.schema import ManifestError
+from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts
+from stc.core.config import ConfigError, from_dict, load_config, to_dict
+from stc.manifests.io import ManifestWriter, atomic_path, finished_keys, manifest_files, read_manifest
+from stc.manifests.schema import ManifestError
 
 
 @dataclass
@@ -51,7 +51,7 @@ def test_config_errors_name_the_key(data, needle):
 
 
 def test_builtin_config_by_name_and_unknown_name():
-    from curation.config import CurateConfig
+    from stc.curation.config import CurateConfig
 
     fast = CurateConfig.load("fast")
     assert fast.crop.size == 128 and fast.side_face.alpha_min == 0.4
@@ -137,7 +137,7 @@ def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
     """Datasets are shared: files must not stay private like the temporary file they were."""
     import os
 
-    from manifests.io import atomic_path
+    from stc.manifests.io import atomic_path
 
     with atomic_path(tmp_path / "a.txt") as tmp:
         tmp.write_text("x")

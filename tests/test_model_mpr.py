@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from model.codebook import Codebook, code_counts, code_loss, utilisation
-from model.mpr import kl_to_uniform, marginal_prior_loss, similarity_marginal
+from stc.model.stage1.codebook import Codebook, code_counts, code_loss, utilisation
+from stc.model.stage1.mpr import kl_to_uniform, marginal_prior_loss, similarity_marginal
 
 
 def test_kl_is_zero_for_a_uniform_marginal():

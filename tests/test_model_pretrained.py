@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from manifests.config import ConfigError
-from model.discriminator import DinoDiscriminator
-from model.losses import adaptive_weight, generator_adv_loss, hinge_d_loss
-from model.perceptual import PerceptualLoss, VGG19Features, load_vgg19_features
+from stc.core.config import ConfigError
+from stc.model.stage1.discriminator import DinoDiscriminator
+from stc.model.stage1.losses import adaptive_weight, generator_adv_loss, hinge_d_loss
+from stc.model.stage1.perceptual import PerceptualLoss, VGG19Features, load_vgg19_features
 
 
 def save_vgg19(folder: Path, fmt: str = "pth") -> Path:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from manifests.config import ConfigError, from_dict, to_dict
-from model.codebook import SpatialTemporalQuantizer, temporal_residual
-from model.config import ModelConfig, Stage1Config, load_stage1_config
-from model.vqgan3d import VQGAN3D
+from stc.core.config import ConfigError, from_dict, to_dict
+from stc.model.stage1.codebook import SpatialTemporalQuantizer, temporal_residual
+from stc.model.stage1.config import ModelConfig, Stage1Config, load_stage1_config
+from stc.model.stage1.vqgan3d import VQGAN3D
 
 
 def narrow_paper_model(**over) -> VQGAN3D:

@@ -39,7 +39,7 @@ def test_notebooks_committed_without_outputs(path: Path):
 
 
 def test_audit_notebook(datasets, tmp_path):
-    from manifests.notebook import run_notebook
+    from stc.audit.notebook import run_notebook
 
     nb = run_notebook(NOTEBOOKS / "audit_dataset.ipynb",
                       {"MANIFEST": str(datasets / "cur"), "PAIRS": str(datasets / "pairs.parquet"),
@@ -55,7 +55,7 @@ def test_audit_notebook(datasets, tmp_path):
 
 @pytest.mark.parametrize("second", [True, False], ids=["two-manifests", "sources-of-one"])
 def test_compare_notebook(datasets, second):
-    from manifests.notebook import run_notebook
+    from stc.audit.notebook import run_notebook
 
     params = {"MANIFEST_A": str(datasets / "cur"), "METRIC": "motion_intensity"}
     if second:
@@ -72,9 +72,9 @@ def stage1_run(tmp_path_factory):
     """A randomly initialised tiny Stage I model saved through the model's own checkpoint code."""
     import torch
 
-    from model.checkpoint import save_checkpoint
-    from model.config import load_stage1_config
-    from model.vqgan3d import VQGAN3D
+    from stc.model.training.checkpoint import save_checkpoint
+    from stc.model.stage1.config import load_stage1_config
+    from stc.model.stage1.vqgan3d import VQGAN3D
 
     torch.manual_seed(0)
     cfg = load_stage1_config("stage1-tiny")
@@ -85,7 +85,7 @@ def stage1_run(tmp_path_factory):
 
 
 def test_codebook_notebook(datasets, stage1_run):
-    from manifests.notebook import run_notebook
+    from stc.audit.notebook import run_notebook
 
     run, cfg = stage1_run
     nb = run_notebook(NOTEBOOKS / "codebook_usage.ipynb",
@@ -103,8 +103,8 @@ def test_codebook_notebook(datasets, stage1_run):
 
 
 def test_tail_strips_tolerate_missing_files(tmp_path):
-    from manifests.notebook import tail_strips, video_for
-    from manifests.stats import load_clip_manifest
+    from stc.audit.notebook import tail_strips, video_for
+    from stc.audit.stats import load_clip_manifest
 
     video = noise_video(tmp_path / "v.mp4", frames=10, size=48)
     write_clip_manifest(tmp_path / "cur", {"s": {"kept": 3, "side_face": 1}}, video=video,
@@ -124,7 +124,7 @@ def test_tail_strips_tolerate_missing_files(tmp_path):
 
 
 def test_failing_cell_fails_the_run(tmp_path):
-    from manifests.notebook import NotebookError, run_notebook
+    from stc.audit.notebook import NotebookError, run_notebook
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("X = 1"),
                                          nbformat.v4.new_code_cell("assert X == 1, 'boom'")])

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from manifests.config import ConfigError
-from model.checkpoint import save_checkpoint
-from model.code_transformer import CodeTransformer
-from model.config import load_stage1_config
-from model.curriculum import Curriculum, CurriculumStep, load_curriculum
-from model.stage2 import Stage2Model, load_stage2
-from model.stage2_config import TransformerConfig, load_stage2_config
-from model.vqgan3d import VQGAN3D
+from stc.core.config import ConfigError
+from stc.model.training.checkpoint import save_checkpoint
+from stc.model.stage2.code_transformer import CodeTransformer
+from stc.model.stage1.config import load_stage1_config
+from stc.model.stage2.curriculum import Curriculum, CurriculumStep, load_curriculum
+from stc.model.stage2.model import Stage2Model, load_stage2
+from stc.model.stage2.config import TransformerConfig, load_stage2_config
+from stc.model.stage1.vqgan3d import VQGAN3D
 
 
 def tiny_stage2(seed: int = 0) -> Stage2Model:
@@ -96,7 +96,7 @@ def save_tiny_run(run: Path) -> Path:
 
 def clip_with_audio(path: Path, frames: int, fps: int = 20, size: int = 48) -> Path:
     """A moving-gradient clip with a sine audio track, made by ffmpeg itself."""
-    from curation.video import ffmpeg_exe
+    from stc.core.video import ffmpeg_exe
 
     cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
            "-f", "lavfi", "-i", f"testsrc2=size={size}x{size}:rate={fps}",
@@ -111,8 +111,8 @@ def clip_with_audio(path: Path, frames: int, fps: int = 20, size: int = 48) -> P
 def test_enhance_any_length_keeps_fps_and_audio(tmp_path, frames):
     import av
 
-    from curation.video import probe, read_frames
-    from pipelines.enhance import run_enhance
+    from stc.core.video import probe, read_frames
+    from stc.pipelines.enhance import run_enhance
 
     run = save_tiny_run(tmp_path / "run2")
     src = clip_with_audio(tmp_path / "in.mp4", frames)
@@ -134,8 +134,8 @@ def test_enhance_any_length_keeps_fps_and_audio(tmp_path, frames):
 
 def test_enhance_last_chunk_is_the_models_output_for_the_last_T_frames(tmp_path):
     """A 6-frame video with T = 4: frames 4-5 come from running frames 2-5 together."""
-    from curation.video import encode_frames, read_frames
-    from pipelines.enhance import Enhancer
+    from stc.core.video import encode_frames, read_frames
+    from stc.pipelines.enhance import Enhancer
 
     run = save_tiny_run(tmp_path / "run2")
     rng = np.random.default_rng(0)
@@ -154,7 +154,7 @@ def test_enhance_last_chunk_is_the_models_output_for_the_last_T_frames(tmp_path)
 
 
 def test_enhance_bad_input_is_reported_not_crashed(tmp_path):
-    from pipelines.enhance import run_enhance
+    from stc.pipelines.enhance import run_enhance
 
     run = save_tiny_run(tmp_path / "run2")
     bad = tmp_path / "bad.mp4"

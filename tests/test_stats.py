@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from manifests.clips import CLIP_SCHEMA, REASONS
-from manifests.io import ManifestWriter
-from manifests.pairs import PAIRS_SCHEMA, pair_id
+from stc.manifests.clips import CLIP_SCHEMA, REASONS
+from stc.manifests.io import ManifestWriter
+from stc.manifests.pairs import PAIRS_SCHEMA, pair_id
 
 # reason -> rows per source; 18 inputs in all, every funnel stage loses someone.
 REASON_PLAN = {
@@ -79,9 +79,9 @@ def write_clip_manifest(out: Path, plan: dict = REASON_PLAN, seed: int = 0,
     Without `video` no clip file exists. With it, every kept clip but those in `missing`
     is a copy of it (frame counts set to match) and the first rejected row's source_path
     points at it, so frame strips and encoders have something to decode."""
-    from curation.config import CurateConfig
-    from curation.video import probe
-    from manifests.config import to_dict
+    from stc.curation.config import CurateConfig
+    from stc.core.video import probe
+    from stc.core.config import to_dict
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -153,7 +153,7 @@ def _present(rows: list[dict], key) -> int:
 
 # --- pure computations -----------------------------------------------------------------
 def test_flatten_params_is_generic():
-    from manifests.stats import flatten_params
+    from stc.audit.stats import flatten_params
 
     scalars, lists = flatten_params(json.dumps([
         {"step": "blur", "sigma": 2.5, "kernel": {"size": 41, "kind": "iso"}, "fast": True},
@@ -171,7 +171,7 @@ def test_flatten_params_is_generic():
 
 
 def test_bin_edges_integer_constant_and_continuous():
-    from manifests.stats import bin_edges, counts_in
+    from stc.audit.stats import bin_edges, counts_in
 
     fps = np.array([20.0, 25.0, 25.0, 30.0])
     edges = bin_edges([fps])
@@ -186,7 +186,7 @@ def test_bin_edges_integer_constant_and_continuous():
 
 
 def test_tail_rows_order_and_missing(audit_inputs):
-    from manifests.stats import load_clip_manifest, tail_rows
+    from stc.audit.stats import load_clip_manifest, tail_rows
 
     root, rows, _, _ = audit_inputs
     df = load_clip_manifest(root / "cur").df
@@ -203,7 +203,7 @@ def _cli_args(root: Path, manifest: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def report(audit_inputs, tmp_path_factory):
-    from pipelines.cli import main
+    from stc.pipelines.cli import main
 
     root = audit_inputs[0]
     out = tmp_path_factory.mktemp("report")
@@ -276,7 +276,7 @@ def test_stc_stats_report(audit_inputs, report):
 
 
 def test_stc_stats_same_input_same_bytes(audit_inputs, report, tmp_path):
-    from pipelines.cli import main
+    from stc.pipelines.cli import main
 
     root = audit_inputs[0]
     # the same manifest named by its parquet folder instead of the curation folder
@@ -288,7 +288,7 @@ def test_stc_stats_same_input_same_bytes(audit_inputs, report, tmp_path):
 
 
 def test_stc_stats_clear_errors(tmp_path, capsys):
-    from pipelines.cli import main
+    from stc.pipelines.cli import main
 
     assert main(["stats", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
@@ -301,7 +301,7 @@ def test_stc_stats_clear_errors(tmp_path, capsys):
 
 def test_empty_manifest_still_reports(tmp_path):
     """A manifest folder with only rejected rows (nothing kept) draws 'no values' panels."""
-    from pipelines.stats import run_stats
+    from stc.pipelines.stats import run_stats
 
     write_clip_manifest(tmp_path / "cur", {"x": {"unreadable": 2}})
     s, files = run_stats(tmp_path / "cur", tmp_path / "r")

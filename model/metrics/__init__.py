@@ -8,8 +8,8 @@
 - video.py: streaming evaluation of one (pred, GT) pair -> one row of EVAL_SCHEMA
 """
 
-from model.metrics.config import EvalConfig
-from model.metrics.schema import EVAL_SCHEMA, METRICS
-from model.metrics.video import VideoEvaluator, evaluate_pair
+from stc.model.metrics.config import EvalConfig
+from stc.model.metrics.schema import EVAL_SCHEMA, METRICS
+from stc.model.metrics.video import VideoEvaluator, evaluate_pair
 
 __all__ = ["EVAL_SCHEMA", "METRICS", "EvalConfig", "VideoEvaluator", "evaluate_pair"]

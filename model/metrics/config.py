@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from curation.config import FaceConfig
+from stc.curation.config import FaceConfig
 
 
 @dataclass

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from curation.config import FaceConfig
-from curation.faces import Box, FaceDetector, downscale
-from curation.models import FACE_EMBEDDER, dlib_model_path
-from curation.side_face import LandmarkPredictor
+from stc.curation.config import FaceConfig
+from stc.curation.faces import Box, FaceDetector, downscale
+from stc.curation.models import FACE_EMBEDDER, dlib_model_path
+from stc.curation.side_face import LandmarkPredictor
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

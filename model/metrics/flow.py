@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from model.metrics.weights import load_torchscript
+from stc.model.metrics.weights import load_torchscript
 
 RAFT_HINT = ("Only a TorchScript RAFT is supported here (no RAFT implementation ships with stc "
              "and torchvision is unavailable): export one with torch.jit.trace/script whose "

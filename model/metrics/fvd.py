@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from model.metrics.weights import load_torchscript
+from stc.model.metrics.weights import load_torchscript
 
 HINT = ("FVD needs an I3D as a TorchScript file (e.g. StyleGAN-V's i3d_torchscript.pt, the one "
         "common FVD code uses) taking float videos [N, 3, T, H, W] in [-1, 1]; no I3D ships with stc.")

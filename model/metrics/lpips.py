@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from manifests.config import ConfigError
-from model.metrics.weights import load_state_dict
+from stc.core.config import ConfigError
+from stc.model.metrics.weights import load_state_dict
 
 HINT = ("Give the lpips package's full state dict, or its v0.1 linear-layer file (alex.pth/vgg.pth) "
         "with --lpips-backbone pointing at torchvision's alexnet/vgg16 weights.")

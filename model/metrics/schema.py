@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from manifests.schema import ManifestSchema
+from stc.manifests.schema import ManifestSchema
 
 EVAL_STATUSES = ("ok", "error")
 # reason codes of error rows (status ok rows have reason "ok")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from manifests.config import ConfigError
+from stc.core.config import ConfigError
 
 
 def weights_file(path: str, what: str, hint: str) -> Path:

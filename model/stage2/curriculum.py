@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from manifests.config import ConfigError, load_config, save_config, to_dict
+from stc.core.config import ConfigError, load_config, save_config, to_dict
 
 CURRICULA_DIR = Path(__file__).resolve().parent / "curricula"
 CURRICULUM_FILE = "curriculum.yaml"
@@ -70,7 +70,7 @@ def step_dirs(run2: Path, cur: Curriculum) -> list[Path]:
 
 def final_step_dir(path: Path) -> Path | None:
     """The newest step with a checkpoint, when `path` is a Stage II run folder."""
-    from model.checkpoint import latest_checkpoint
+    from stc.model.training.checkpoint import latest_checkpoint
 
     if not (path / CURRICULUM_FILE).exists():
         return None
@@ -83,15 +83,15 @@ def final_step_dir(path: Path) -> Path | None:
 
 
 def _step_done(step_dir: Path, iterations: int) -> bool:
-    from model.checkpoint import latest_checkpoint
+    from stc.model.training.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(step_dir)
     return ckpt is not None and int(ckpt.name.split("_")[1]) >= iterations
 
 
 def _check_run(run2: Path, cur: Curriculum, stage1: Path, config) -> None:
-    from model.loop import check_run_config
-    from model.stage2_trainer import NOT_EXPERIMENT
+    from stc.model.training.loop import check_run_config
+    from stc.model.stage2.trainer import NOT_EXPERIMENT
 
     saved = run2 / CURRICULUM_FILE
     if saved.exists():
@@ -121,8 +121,8 @@ def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
     """Train every step of `cur` in turn (skipping finished ones); returns each step's last
     metrics. `max_steps` caps every step's iterations (for trials); `manifest` is the curated
     manifest the recipe steps degrade (default: the one Stage I was trained on)."""
-    from model.stage2_trainer import Stage2Trainer
-    from model.vqgan3d import load_stage1
+    from stc.model.stage2.trainer import Stage2Trainer
+    from stc.model.stage1.vqgan3d import load_stage1
 
     stage1, run2 = Path(stage1), Path(out)
     _, s1cfg = load_stage1(stage1)
@@ -153,7 +153,7 @@ def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
 def _recipe_name(step: CurriculumStep) -> str | None:
     if not step.recipe:
         return None
-    from degrade.recipe import load_recipe
+    from stc.degrade.recipe import load_recipe
 
     return load_recipe(step.recipe).name
 
@@ -162,8 +162,8 @@ def _make_pairs(step: CurriculumStep, cur: Curriculum, run2: Path, manifest, sta
                 config, workers, address, num_cpus, log) -> Path:
     """Pairs for a recipe step under RUN2/data/, made by the degradation pipeline (a rerun
     skips clips already degraded)."""
-    from degrade.windows import WindowOptions
-    from pipelines.degrade import run_degrade
+    from stc.degrade.windows import WindowOptions
+    from stc.pipelines.degrade import run_degrade
 
     if manifest is None:
         manifest = _stage1_manifest(stage1)
@@ -195,7 +195,7 @@ def _stage1_manifest(stage1: Path) -> Path:
 
 def saved_stage2_config(run2: str | Path):
     """The Stage II config a run started with, or None for a new run."""
-    from model.stage2_config import Stage2Config
+    from stc.model.stage2.config import Stage2Config
 
     path = Path(run2) / CONFIG_FILE
     return load_config(Stage2Config, path) if path.exists() else None

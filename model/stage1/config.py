@@ -2,7 +2,7 @@
 
 Defaults are the paper's values (Sec. 3.2 / 5.1: 256x256 crops of 24 frames, D = 256, two
 1024-entry codebooks, Adam lr 7e-5 with betas 0.9/0.99, 250k iterations). Built-in YAML files
-in `model/configs/` override subsets; load them by name with `load_stage1_config("stage1-tiny")`.
+in `model/stage1/configs/` override subsets; load them by name with `load_stage1_config("stage1-tiny")`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from manifests.config import ConfigError, load_config
+from stc.core.config import ConfigError, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from manifests.clips import (CLIP_SCHEMA, CURATE_CONFIG_NAME, FUNNEL, REASONS, STATUSES,
+from stc.manifests.clips import (CLIP_SCHEMA, CURATE_CONFIG_NAME, FUNNEL, REASONS, STATUSES,
                              funnel_counts, funnel_stage)
-from manifests.pairs import PAIRS_SCHEMA
-from manifests.schema import ManifestError
+from stc.manifests.pairs import PAIRS_SCHEMA
+from stc.manifests.schema import ManifestError
 
 DEFAULT_BINS = 20
 
@@ -43,7 +43,7 @@ def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifes
     """Read a curated manifest and the curate config saved next to it (for thresholds)."""
     import yaml
 
-    from manifests.io import locate_manifest, read_manifest
+    from stc.manifests.io import locate_manifest, read_manifest
 
     p = locate_manifest(path)
     df = read_manifest(p, CLIP_SCHEMA)
@@ -53,7 +53,7 @@ def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifes
 
 
 def load_pairs_manifest(path: str | Path) -> pd.DataFrame:
-    from manifests.io import locate_manifest, read_manifest
+    from stc.manifests.io import locate_manifest, read_manifest
 
     p = Path(path).expanduser()
     if p.is_dir() and not any(p.glob("part-*.parquet")):

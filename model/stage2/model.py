@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.code_transformer import CodeTransformer
-from model.stage2_config import Stage2Config
-from model.vqgan3d import VQGAN3D
+from stc.model.stage2.code_transformer import CodeTransformer
+from stc.model.stage2.config import Stage2Config
+from stc.model.stage1.vqgan3d import VQGAN3D
 
 
 class Stage2Output(NamedTuple):
@@ -99,11 +99,11 @@ def load_stage2(path: str | Path, device: str | torch.device = "cpu") -> tuple[S
     `path` is a Stage II run folder (the last step of its curriculum), one step's run folder,
     a checkpoint folder, or a .safetensors file inside one.
     """
-    from manifests.config import load_config
-    from model.checkpoint import CONFIG_FILE, load_weights, resolve_checkpoint
+    from stc.core.config import load_config
+    from stc.model.training.checkpoint import CONFIG_FILE, load_weights, resolve_checkpoint
 
     path = Path(path).expanduser()
-    from model.curriculum import final_step_dir
+    from stc.model.stage2.curriculum import final_step_dir
 
     step_dir = final_step_dir(path)
     ckpt = resolve_checkpoint(step_dir if step_dir is not None else path)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from manifests.config import ConfigError
+from stc.core.config import ConfigError
 
 # torchvision's configuration "E": channels per conv, "M" for max-pooling.
 VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",

@@ -4,7 +4,7 @@ Defaults follow the paper (Sec. 3.3 / 5.1): 9 transformer layers of width 256, 5
 of 24 frames, L_II = L'_f + lambda_CE (CE_S + CE_T). The Stage I model (E_h, C_S, C_T, D_h)
 is not configured here: it comes from the Stage I run given on the command line and its
 config is copied into the Stage II run, so a Stage II checkpoint is self-contained.
-Built-ins live in `model/configs/` (`stage2`, `stage2-tiny`).
+Built-ins live in `model/stage2/configs/` (`stage2`, `stage2-tiny`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from manifests.config import load_config
-from model.config import CONFIG_DIR, ModelConfig, OptimConfig, TrainConfig
+from stc.core.config import load_config
+from stc.model.stage1.config import ModelConfig, OptimConfig, TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass

@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from manifests.config import ConfigError
-from model.perceptual import IMAGENET_MEAN, IMAGENET_STD, frames_of
+from stc.core.config import ConfigError
+from stc.model.stage1.perceptual import IMAGENET_MEAN, IMAGENET_STD, frames_of
 
 
 def load_dinov2(backbone: str):

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from manifests.config import ConfigError, load_config, save_config, to_dict
-from model import checkpoint as ckpt_io
+from stc.core.config import ConfigError, load_config, save_config, to_dict
+from stc.model import checkpoint as ckpt_io
 
 
 def check_run_config(run_dir: Path, cfg: Any, ignore: tuple[str, ...] = ("train.max_steps",),

@@ -87,7 +87,7 @@ def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None,
 def _write(nb, out_path: str | Path) -> None:
     import nbformat
 
-    from manifests.io import atomic_path
+    from stc.manifests.io import atomic_path
 
     with atomic_path(out_path, suffix=".ipynb") as tmp:
         nbformat.write(nb, str(tmp))
@@ -110,7 +110,7 @@ def frame_strip(path: str | Path, frames: int = 4, height: int = 128) -> np.ndar
     """`frames` frames spread over the video, resized to `height` and set side by side."""
     import cv2
 
-    from curation.video import decode_sampled, probe
+    from stc.core.video import decode_sampled, probe
 
     info = probe(path)
     # Some containers do not store a frame count: estimate it from fps and duration.
@@ -137,8 +137,8 @@ def tail_strips(df: pd.DataFrame, metric: str, root: str | Path, n: int = 2, fra
     """
     from matplotlib.figure import Figure
 
-    from curation.video import VideoError
-    from manifests.stats import METRICS_BY_NAME, tail_rows
+    from stc.core.video import VideoError
+    from stc.audit.stats import METRICS_BY_NAME, tail_rows
 
     low, high = tail_rows(df, metric, n)
     rows = [("lowest", r) for r in low.to_dict("records")] + \

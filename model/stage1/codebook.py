@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.mpr import marginal_prior_loss
+from stc.model.stage1.mpr import marginal_prior_loss
 
 
 class Quantized(NamedTuple):

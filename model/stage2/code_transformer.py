@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.stage2_config import TransformerConfig
+from stc.model.stage2.config import TransformerConfig
 
 
 class CodeTransformer(nn.Module):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from manifests.config import save_config
+from stc.core.config import save_config
 
 _CKPT = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "state.pt"

@@ -1,0 +1,1 @@
+"""Dataset audits over the manifests: statistics, the HTML report and notebook helpers."""

@@ -1,0 +1,1 @@
+"""What both stages share to train: the loop, checkpoints, EMA and Ray Train."""
