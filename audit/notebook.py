@@ -18,6 +18,10 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from stc.audit.stats import METRICS_BY_NAME, tail_rows
+from stc.core.video import VideoError, decode_sampled, probe
+from stc.manifests.io import atomic_path
+
 KERNEL_NAME = "stc-python"
 
 
@@ -87,8 +91,6 @@ def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None,
 def _write(nb, out_path: str | Path) -> None:
     import nbformat
 
-    from stc.manifests.io import atomic_path
-
     with atomic_path(out_path, suffix=".ipynb") as tmp:
         nbformat.write(nb, str(tmp))
 
@@ -109,8 +111,6 @@ def video_for(row: Mapping[str, Any], root: str | Path) -> Path | None:
 def frame_strip(path: str | Path, frames: int = 4, height: int = 128) -> np.ndarray:
     """`frames` frames spread over the video, resized to `height` and set side by side."""
     import cv2
-
-    from stc.core.video import decode_sampled, probe
 
     info = probe(path)
     # Some containers do not store a frame count: estimate it from fps and duration.
@@ -136,9 +136,6 @@ def tail_strips(df: pd.DataFrame, metric: str, root: str | Path, n: int = 2, fra
     a moved dataset still runs.
     """
     from matplotlib.figure import Figure
-
-    from stc.core.video import VideoError
-    from stc.audit.stats import METRICS_BY_NAME, tail_rows
 
     low, high = tail_rows(df, metric, n)
     rows = [("lowest", r) for r in low.to_dict("records")] + \

@@ -24,6 +24,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from stc.manifests.clips import FUNNEL
+from stc.manifests.io import atomic_path
 
 STATUS_COLORS = {"kept": "#2e7d32", "rejected": "#ef6c00", "error": "#c62828"}
 THRESHOLD_COLOR = "#1565c0"
@@ -292,8 +293,6 @@ def params_figure(pairs: Mapping[str, Any]):
 
 
 def save_png(fig, path: str | Path) -> Path:
-    from stc.manifests.io import atomic_path
-
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
     return Path(path)
@@ -393,7 +392,6 @@ def html_page(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
 
 def write_report(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write the figures, `report.html` and `summary.json` into `out`; returns the paths."""
-    from stc.manifests.io import atomic_path
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,16 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from stc.manifests.clips import (CLIP_SCHEMA, CURATE_CONFIG_NAME, FUNNEL, REASONS, STATUSES,
-                             funnel_counts, funnel_stage)
+from stc.manifests.clips import (
+    CLIP_SCHEMA,
+    CURATE_CONFIG_NAME,
+    FUNNEL,
+    REASONS,
+    STATUSES,
+    funnel_counts,
+    funnel_stage,
+)
+from stc.manifests.io import locate_manifest, read_manifest
 from stc.manifests.pairs import PAIRS_SCHEMA
 from stc.manifests.schema import ManifestError
 
@@ -43,8 +51,6 @@ def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifes
     """Read a curated manifest and the curate config saved next to it (for thresholds)."""
     import yaml
 
-    from stc.manifests.io import locate_manifest, read_manifest
-
     p = locate_manifest(path)
     df = read_manifest(p, CLIP_SCHEMA)
     cfg_path = p.parent / CURATE_CONFIG_NAME
@@ -53,8 +59,6 @@ def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifes
 
 
 def load_pairs_manifest(path: str | Path) -> pd.DataFrame:
-    from stc.manifests.io import locate_manifest, read_manifest
-
     p = Path(path).expanduser()
     if p.is_dir() and not any(p.glob("part-*.parquet")):
         p = locate_manifest(p, "pairs.parquet")

@@ -25,6 +25,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+from stc.core.runtime import init_ray
+from stc.core.video import ffmpeg_exe, iter_frames, x264_args
+from stc.curation.config import CurateConfig
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.manifests.io import read_manifest
+from stc.pipelines.curate import gather_inputs, run_curate
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -32,14 +39,11 @@ DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 
 
 def decode_frames(path: str) -> int:
-    from stc.core.video import iter_frames
-
     return sum(1 for _ in iter_frames(path))
 
 
 def bare_crop_encode(job: tuple[str, tuple[int, int, int, int], int, dict, str]) -> None:
     """The transcode the pipeline rides on: decode, crop, scale, x264, nothing else."""
-    from stc.core.video import ffmpeg_exe, x264_args
 
     src, (x0, y0, x1, y1), size, enc, dst = job
     cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", src,
@@ -61,12 +65,6 @@ def main() -> None:
     ap.add_argument("--config", default="default")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
-
-    from stc.curation.config import CurateConfig
-    from stc.manifests.clips import CLIP_SCHEMA
-    from stc.manifests.io import read_manifest
-    from stc.pipelines.curate import gather_inputs, run_curate
-    from stc.core.runtime import init_ray
 
     files = [p for p, _ in gather_inputs(args.videos)]
     if not files:

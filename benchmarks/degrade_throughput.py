@@ -30,6 +30,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from stc.core.config import to_dict
+from stc.core.runtime import init_ray
+from stc.degrade.codec import decode_h264, encode_h264, resize_frames
+from stc.degrade.recipe import load_recipe
+from stc.degrade.windows import WindowOptions, degrade_clip, iter_windows
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.manifests.io import ManifestWriter, read_table
+from stc.pipelines.degrade import resolve_manifest, run_degrade
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -38,8 +47,6 @@ GOAL = 0.5
 
 def bare_encode_decode(job: tuple[str, dict, int, str]) -> tuple[int, int, int]:
     """Decode the clip's windows, then libx264 encode + decode each: (pairs, frames, bytes)."""
-    from stc.degrade.codec import decode_h264, encode_h264, resize_frames
-    from stc.degrade.windows import WindowOptions, iter_windows
 
     path, opts, crf, preset = job
     opts = WindowOptions(**opts)
@@ -56,9 +63,6 @@ def bare_encode_decode(job: tuple[str, dict, int, str]) -> tuple[int, int, int]:
 def subset_manifest(curated: Path, clips: int, names: list[str], out: Path) -> list[dict]:
     """The first `clips` kept rows (or those whose id starts with one of `names`) as a
     manifest of their own, clip paths made absolute."""
-    from stc.manifests.clips import CLIP_SCHEMA
-    from stc.manifests.io import ManifestWriter, read_table
-    from stc.pipelines.degrade import resolve_manifest
 
     mpath, root = resolve_manifest(curated)
     rows = [r for r in read_table(mpath, CLIP_SCHEMA).to_pylist() if r["status"] == "kept"
@@ -85,12 +89,6 @@ def main() -> None:
     ap.add_argument("--recipe", default="bfvr")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
-
-    from stc.degrade.recipe import load_recipe
-    from stc.degrade.windows import WindowOptions, degrade_clip
-    from stc.core.config import to_dict
-    from stc.pipelines.degrade import run_degrade
-    from stc.core.runtime import init_ray
 
     opts = WindowOptions(window=args.window, max_windows=args.max_windows, size=args.size)
     bfvr = next(s.bfvr for s in load_recipe("bfvr").steps if s.kind == "bfvr")

@@ -21,16 +21,16 @@ import sys
 import time
 from pathlib import Path
 
+from stc.model.stage1.config import load_stage1_config
+from stc.model.stage1.vqgan3d import VQGAN3D
+from stc.model.stage2.config import load_stage2_config
+from stc.model.stage2.model import Stage2Model, load_stage2
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
 def build(stage1: str, stage2: str):
-    from stc.model.stage1.config import load_stage1_config
-    from stc.model.stage2.model import Stage2Model
-    from stc.model.stage2.config import load_stage2_config
-    from stc.model.stage1.vqgan3d import VQGAN3D
-
     s1 = load_stage1_config(stage1)
     cfg = load_stage2_config(stage2)
     cfg.vqgan = s1.model
@@ -82,8 +82,6 @@ def main() -> None:
                            "torch": torch.__version__, "threads": torch.get_num_threads()},
                "runs": []}
     if args.checkpoint:
-        from stc.model.stage2.model import load_stage2
-
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, cfg = load_stage2(args.checkpoint, device)
         results["runs"].append({"config": f"checkpoint {args.checkpoint}",

@@ -19,6 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stc.core.video import encode_frames, read_frames
+from stc.model.metrics import EvalConfig
+from stc.pipelines.evaluate import evaluate_dirs, format_table
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -33,10 +37,6 @@ def main() -> None:
     ap.add_argument("--videos", default=str(ROOT.parent / "shared" / "data" / "videos"))
     ap.add_argument("--frames", type=int, default=48)
     args = ap.parse_args()
-
-    from stc.core.video import encode_frames, read_frames
-    from stc.model.metrics import EvalConfig
-    from stc.pipelines.evaluate import evaluate_dirs, format_table
 
     result = {"frames_per_video": args.frames, "videos": ["hdtf_1", "hdtf_2"], "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:

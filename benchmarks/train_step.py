@@ -29,16 +29,20 @@ import time
 import warnings
 from pathlib import Path
 
+from stc.core.video import encode_frames, read_frames
+from stc.curation.config import EncodeConfig
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.manifests.io import ManifestWriter
+from stc.model.stage1.config import load_stage1_config
+from stc.model.stage1.perceptual import VGG19Features
+from stc.model.stage1.trainer import Stage1Trainer
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
 def _manifest(folder: Path, frames: int, size: int) -> Path:
     import numpy as np
-
-    from stc.core.video import encode_frames
-    from stc.manifests.clips import CLIP_SCHEMA
-    from stc.manifests.io import ManifestWriter
 
     rng = np.random.default_rng(0)
     video = [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(frames)]
@@ -55,8 +59,6 @@ def _random_critics(folder: Path, cfg) -> None:
     import torch
 
     if cfg.losses.perceptual > 0:
-        from stc.model.stage1.perceptual import VGG19Features
-
         path = folder / "vgg19.pth"
         torch.save(VGG19Features().state_dict(), path)
         cfg.perceptual.weights = str(path)
@@ -72,9 +74,6 @@ def _random_critics(folder: Path, cfg) -> None:
 
 def run_case(config: str, device: str, steps: int, warmup: int) -> dict:
     import torch
-
-    from stc.model.stage1.config import load_stage1_config
-    from stc.model.stage1.trainer import Stage1Trainer
 
     cfg = load_stage1_config(config)
     cfg.data.num_workers = 0
@@ -125,9 +124,6 @@ def window_read(frames: int = 200, size: int = 512, window: int = 24, repeats: i
 
     import cv2
     import numpy as np
-
-    from stc.curation.config import EncodeConfig
-    from stc.core.video import encode_frames, read_frames
 
     # Smooth noise panning one pixel a frame, plus faint grain: motion x264 can predict, and
     # at crf 10 about the bitrate (hence decode cost) of a real 512x512 talking-head clip.

@@ -22,6 +22,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from stc.manifests.io import atomic_path
+
 
 class VideoError(RuntimeError):
     """A video cannot be opened, decoded or encoded; the message names the file."""
@@ -319,7 +321,6 @@ def encode_frames(frames: Iterable[np.ndarray] | np.ndarray, path: str | Path, f
                   crf: float = 10, preset: str = "medium", pix_fmt: str = "yuv420p",
                   threads: int = 0, keyint: int = 0) -> Path:
     """Encode RGB uint8 frames [H, W, 3] to an mp4 with libx264, atomically."""
-    from stc.manifests.io import atomic_path
 
     frames = list(frames) if not isinstance(frames, np.ndarray) else frames
     if len(frames) == 0:
@@ -355,7 +356,6 @@ def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, i
 
     `dst` appears only once the whole clip is written.
     """
-    from stc.manifests.io import atomic_path
 
     x0, y0, x1, y1 = box
     a = analysis_size or size

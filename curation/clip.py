@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from stc.core.video import VideoError, VideoInfo, crop_transcode, decode_sampled, probe
 from stc.curation import crop as crop_mod
 from stc.curation import side_face, text
 from stc.curation.config import CurateConfig
 from stc.curation.faces import Box, FaceDetector, count_other_faces, downscale, sample_indices
 from stc.curation.motion import MotionMeter
-from stc.core.video import VideoError, VideoInfo, crop_transcode, decode_sampled, probe
 from stc.manifests.clips import REASONS
 
 CLIPS_DIR = "clips"

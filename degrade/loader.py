@@ -1,7 +1,5 @@
 """The torch dataset Stage II training reads: (lq, hq) pairs from the degraded shards.
 
-    from stc.degrade.loader import PairDataset
-
     ds = PairDataset("pairs_dir", recipe="bfvr", shuffle=True, seed=0)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=4)
     for epoch in range(epochs):
@@ -35,6 +33,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from stc.core.video import rescale_frames
 from stc.degrade.shards import decode_pair
 from stc.manifests.io import read_table
 from stc.manifests.pairs import PAIRS_SCHEMA
@@ -145,7 +144,6 @@ class PairDataset(IterableDataset):
     def _resize(self, frames: np.ndarray) -> np.ndarray:
         if self.size is None:
             return frames
-        from stc.core.video import rescale_frames
 
         return rescale_frames(frames, self.size, self.size)
 

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from stc.core.config import load_config
 from stc.degrade.bfvr import BFVR, BFVRConfig
 from stc.degrade.brightness import BrightnessConfig, BrightnessFlicker, flicker
 from stc.degrade.pixel_flicker import PixelFlicker, PixelFlickerConfig
 from stc.degrade.video import Video
-from stc.core.config import load_config
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "recipes"
 

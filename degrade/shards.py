@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stc.degrade.codec import decode_h264
+from stc.degrade.recipe import replay
 from stc.degrade.video import lq_from_bitstream
 from stc.manifests.io import atomic_path
 from stc.manifests.schema import ManifestSchema
@@ -97,8 +98,6 @@ def decode_pair(row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     elif row["lq_format"] == LQ_LOSSLESS:
         lq = decode_h264(row["lq"], f"{what} LQ")
     elif row["lq_format"] == LQ_REPLAY:
-        from stc.degrade.recipe import replay
-
         lq = replay(hq, json.loads(row["params"]))
     else:
         raise ValueError(f"{what}: unknown lq_format {row['lq_format']!r}; upgrade stc")

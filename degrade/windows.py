@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from stc.core.video import VideoError, iter_frames
+from stc.core.video import VideoError, ffmpeg_exe, iter_frames
 from stc.degrade.codec import decode_h264, encode_h264, encode_lossless_rgb, resize_frames
 from stc.degrade.recipe import Recipe, replay
 from stc.degrade.shards import HQ_FORMAT, LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY
@@ -50,8 +50,6 @@ def software_versions() -> str:
     """The libraries the stored bytes depend on (x264 in the ffmpeg build, swscale in PyAV)."""
     import av
     import cv2
-
-    from stc.core.video import ffmpeg_exe
 
     return (f"numpy {np.__version__}; opencv {cv2.__version__}; av {av.__version__}; "
             f"ffmpeg {Path(ffmpeg_exe()).name}")

@@ -10,6 +10,9 @@ import argparse
 import importlib
 import sys
 
+from stc.core.config import ConfigError
+from stc.manifests.schema import ManifestError
+
 # In the order of the workflow: curate -> degrade -> train -> enhance -> eval; stats audits.
 COMMANDS = [
     "stc.pipelines.curate",
@@ -42,8 +45,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every user-facing failure ends here
-        from stc.core.config import ConfigError
-        from stc.manifests.schema import ManifestError
 
         if isinstance(exc, (ConfigError, ManifestError, FileNotFoundError)):
             print(f"stc {args.command}: error: {exc}", file=sys.stderr)

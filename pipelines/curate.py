@@ -17,6 +17,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from stc.core.config import from_dict, to_dict
+from stc.core.runtime import add_ray_args, init_ray, map_with_actors
+from stc.curation.clip import ClipCurator, clip_id_for
+from stc.curation.config import CurateConfig
+from stc.manifests.clips import CLIP_SCHEMA, CURATE_CONFIG_NAME, FUNNEL, funnel_counts
+from stc.manifests.io import ManifestWriter, atomic_path, finished_keys, read_manifest
+
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts"}
 MANIFEST_NAME = "manifest.parquet"
 STATS_NAME = "run_stats.json"
@@ -78,10 +85,6 @@ class CurateWorker:
     """Ray Data actor: loads the models once, curates one input per row."""
 
     def __init__(self, config: dict[str, Any], out_dir: str):
-        from stc.curation.clip import ClipCurator
-        from stc.curation.config import CurateConfig
-        from stc.core.config import from_dict
-
         self.curator = ClipCurator(from_dict(CurateConfig, config), out_dir)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -94,9 +97,6 @@ class CurateWorker:
 def _check_config(out: Path, cfg, allow_change: bool) -> None:
     import yaml
 
-    from stc.manifests.clips import CURATE_CONFIG_NAME
-    from stc.core.config import to_dict
-
     path = out / CURATE_CONFIG_NAME
     current = to_dict(cfg)
     if path.exists():
@@ -106,7 +106,6 @@ def _check_config(out: Path, cfg, allow_change: bool) -> None:
                 f"{out} was curated with a different config ({path}); rows made under both "
                 "would mix thresholds. Use a new --out, or --allow-config-change to continue anyway"
             )
-    from stc.manifests.io import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(current, sort_keys=False))
@@ -118,13 +117,6 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
                allow_config_change: bool = False, progress: bool = True) -> dict[str, Any]:
     """Curate `inputs` into `out`; returns the run summary (also written to run_stats.json)."""
     from tqdm import tqdm
-
-    from stc.curation.clip import clip_id_for
-    from stc.curation.config import CurateConfig
-    from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts
-    from stc.core.config import to_dict
-    from stc.manifests.io import ManifestWriter, atomic_path, finished_keys, read_manifest
-    from stc.core.runtime import init_ray, map_with_actors
 
     out = Path(out)
     cfg = CurateConfig.load(config)
@@ -212,8 +204,6 @@ def format_funnel(funnel: dict[str, int], order: Iterable[str]) -> str:
 
 # --- CLI ---------------------------------------------------------------------------
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from stc.core.runtime import add_ray_args
-
     p = sub.add_parser(
         "curate", help="crop, filter and score raw face videos into a clip manifest",
         description="Crop each video to its face region, drop side-face and text videos, "
@@ -236,9 +226,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     if args.print_config:
         import yaml
-
-        from stc.curation.config import CurateConfig
-        from stc.core.config import to_dict
 
         print(yaml.safe_dump(to_dict(CurateConfig.load(args.config)), sort_keys=False))
         return 0

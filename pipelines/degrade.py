@@ -32,12 +32,27 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from stc.core.config import ConfigError, from_dict, to_dict
+from stc.core.runtime import add_ray_args, init_ray, map_with_actors
+from stc.degrade.recipe import Recipe, load_recipe
+from stc.degrade.shards import ShardWriter
+from stc.degrade.windows import WindowOptions, degrade_clip, software_versions
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.manifests.io import (
+    ManifestWriter,
+    atomic_path,
+    locate_manifest,
+    manifest_files,
+    read_manifest,
+    read_table,
+)
+from stc.manifests.pairs import PAIRS_SCHEMA
+
 MANIFEST_NAME = "pairs.parquet"
 
 
 def resolve_manifest(path: str | Path) -> tuple[Path, Path]:
     """(manifest path, folder clip paths are relative to) for `DIR` or `DIR/manifest.parquet`."""
-    from stc.manifests.io import locate_manifest
 
     p = locate_manifest(path)
     return p, p.parent
@@ -48,25 +63,17 @@ class DegradeWorker:
     (they carry megabytes of bytes, which JSON would inflate)."""
 
     def __init__(self, recipe: dict[str, Any], seed: int, opts: dict[str, Any], device: str):
-        from stc.degrade.recipe import Recipe
-        from stc.degrade.windows import WindowOptions
-        from stc.core.config import from_dict
-
         self.recipe = from_dict(Recipe, recipe)
         self.opts = from_dict(WindowOptions, opts)
         self.seed, self.device = seed, device
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        from stc.degrade.windows import stc.degrade_clip
-
         rows = degrade_clip(item, Path(item["clip_path"]), self.recipe, self.seed, self.opts,
                             self.device)
         return {"clip_id": item["clip_id"], "result": pickle.dumps(rows)}
 
 
 def settings_of(recipe, opts) -> dict[str, Any]:
-    from stc.core.config import to_dict
-
     return {"recipe": to_dict(recipe), "window": to_dict(opts)}
 
 
@@ -86,9 +93,6 @@ def _manifest_row(r: dict[str, Any], settings: str, source: str, software: str) 
 def _previous(pairs_path: Path, recipe: str, seed: int, current: str) -> dict[str, str]:
     """clip_id -> status of the clips already done for this recipe and seed; refuses a
     folder where they were made with other settings (the shards would mix them)."""
-    from stc.core.config import ConfigError
-    from stc.manifests.io import manifest_files, read_table
-    from stc.manifests.pairs import PAIRS_SCHEMA
 
     if not manifest_files(pairs_path):
         return {}
@@ -115,14 +119,6 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
     """Degrade the kept clips of `manifest` into `out`; returns the run summary."""
     import yaml
     from tqdm import tqdm
-
-    from stc.degrade.recipe import load_recipe
-    from stc.degrade.shards import ShardWriter
-    from stc.degrade.windows import WindowOptions, software_versions
-    from stc.manifests.clips import CLIP_SCHEMA
-    from stc.manifests.io import ManifestWriter, atomic_path, manifest_files, read_manifest
-    from stc.manifests.pairs import PAIRS_SCHEMA
-    from stc.core.runtime import init_ray, map_with_actors
 
     opts = opts or WindowOptions()
     rec = load_recipe(recipe)
@@ -232,8 +228,6 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
 
 # --- CLI ---------------------------------------------------------------------------
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from stc.core.runtime import add_ray_args
-
     p = sub.add_parser(
         "degrade", help="degrade curated clips into paired LQ-HQ shards",
         description="Cut the kept clips of a curated manifest into T-frame windows, degrade "
@@ -263,9 +257,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from stc.degrade.windows import WindowOptions
-    from stc.core.config import ConfigError
-
     try:
         opts = WindowOptions(window=args.window, stride=args.stride, max_windows=args.max_windows,
                              size=args.size, hq_crf=args.hq_crf)

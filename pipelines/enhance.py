@@ -24,6 +24,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from stc.core.runtime import add_ray_args, init_ray, map_with_actors
+from stc.core.video import FrameWriter, iter_frames, probe, rescale_frames
+from stc.manifests.io import atomic_path
+from stc.pipelines.curate import gather_inputs
+
 STATS_NAME = "enhance_stats.json"
 
 
@@ -72,7 +77,6 @@ class Enhancer:
     def enhance(self, src: str | Path, dst: str | Path,
                 on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Restore `src` into `dst`; returns frames, chunks and model seconds."""
-        from stc.core.video import FrameWriter, iter_frames, probe, rescale_frames
 
         info = probe(src)
         w, h = output_size(info.width, info.height, self.size, self.multiple)
@@ -128,8 +132,6 @@ class EnhanceWorker:
 
 
 def _write_stats(out_dir: Path, enhancer_info: dict[str, Any], videos: dict[str, Any]) -> None:
-    from stc.manifests.io import atomic_path
-
     path = out_dir / STATS_NAME
     old = json.loads(path.read_text()) if path.exists() else {}
     merged = {**old.get("videos", {}), **videos}
@@ -148,8 +150,6 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
                 overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Restore one video into the file `out`, or several into the folder `out`."""
     from tqdm import tqdm
-
-    from stc.pipelines.curate import gather_inputs
 
     sources = [p for p, _ in gather_inputs(inputs)]
     if not sources:
@@ -178,8 +178,6 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
             except Exception as exc:
                 errors[job["src"]] = f"{type(exc).__name__}: {exc}"
     elif todo:
-        from stc.core.runtime import init_ray, map_with_actors
-
         init_ray(address, num_cpus)
         gpu = 1 if info["device"].startswith("cuda") else 0
         rows = map_with_actors(todo, EnhanceWorker,
@@ -200,8 +198,6 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
 
 
 def _frame_count(path: str) -> int:
-    from stc.core.video import probe
-
     try:
         return max(1, probe(path).num_frames)
     except Exception:
@@ -209,8 +205,6 @@ def _frame_count(path: str) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from stc.core.runtime import add_ray_args
-
     p = sub.add_parser(
         "enhance", help="restore face videos with a trained Stage II model",
         description="Restore videos chunk by chunk with a Stage II run (`stc train stage2`), "

@@ -22,6 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stc.core.config import ConfigError, from_dict, load_config, to_dict
+from stc.core.runtime import add_ray_args, init_ray, map_with_actors
+from stc.manifests.io import atomic_path, write_table
+from stc.pipelines.curate import VIDEO_EXTENSIONS
+
 SIDECAR = "enhance_stats.json"
 TABLE_COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"),
                  ("akd", "AKD", "{:.3f}"), ("ids", "IDS", "{:.4f}"), ("face_cons", "FaceCons", "{:.4f}"),
@@ -30,8 +35,6 @@ TABLE_COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("lpips
 
 # --- pairing -----------------------------------------------------------------------
 def _videos(folder: Path) -> dict[str, list[Path]]:
-    from stc.pipelines.curate import VIDEO_EXTENSIONS
-
     out: dict[str, list[Path]] = {}
     for f in sorted(folder.iterdir()):
         if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS and not f.name.startswith("."):
@@ -99,7 +102,6 @@ class EvalWorker:
     """Ray Data actor (and the in-process worker): loads the metric models once."""
 
     def __init__(self, config: dict[str, Any]):
-        from stc.core.config import from_dict
         from stc.model.metrics import EvalConfig, VideoEvaluator
 
         self.evaluator = VideoEvaluator(from_dict(EvalConfig, config))
@@ -146,7 +148,6 @@ def evaluate_dirs(pred: str | Path, gt: str | Path, cfg=None, out: str | Path | 
     """
     from tqdm import tqdm
 
-    from stc.core.config import to_dict
     from stc.model.metrics import EvalConfig
     from stc.model.metrics.fvd import frechet_distance
 
@@ -164,8 +165,6 @@ def evaluate_dirs(pred: str | Path, gt: str | Path, cfg=None, out: str | Path | 
     todo = [it for it in items if not it.get("reason")]
     results = [_paired_error(it) for it in items if it.get("reason")]
     if todo and workers > 1 and len(todo) > 1:
-        from stc.core.runtime import init_ray, map_with_actors
-
         check_weights(cfg)
         init_ray(address, num_cpus)
         stream = map_with_actors(todo, EvalWorker, {"config": to_dict(cfg)}, workers)
@@ -219,7 +218,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_results(rows: list[dict[str, Any]], summary: dict[str, Any], out: str | Path) -> None:
-    from stc.manifests.io import atomic_path, write_table
     from stc.model.metrics import EVAL_SCHEMA
 
     out = Path(out)
@@ -253,8 +251,6 @@ def format_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 
 # --- CLI ---------------------------------------------------------------------------
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from stc.core.runtime import add_ray_args
-
     p = sub.add_parser(
         "eval", help="score restored videos against ground truth (PSNR, SSIM, AKD, IDS, ...)",
         description="Pair pred and GT videos by file stem and compute PSNR, SSIM, AKD, IDS, "
@@ -278,7 +274,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from stc.core.config import ConfigError, from_dict, load_config, to_dict
     from stc.model.metrics import EvalConfig
 
     cfg = to_dict(load_config(EvalConfig, args.config))

@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stc.audit.report import write_report
+from stc.audit.stats import audit
+
 
 def run_stats(manifest: str | Path, out: str | Path, pairs: str | Path | None = None,
               compare: str | Path | None = None, names: tuple[str, str] | None = None,
               bins: int = 20) -> tuple[dict[str, Any], dict[str, Path]]:
     """Audit `manifest` into `out`; returns (summary, written files)."""
-    from stc.audit.report import write_report
-    from stc.audit.stats import stc.audit
 
     if bins < 2:
         raise ValueError(f"--bins must be at least 2, got {bins}")

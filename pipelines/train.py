@@ -14,6 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from stc.core.config import load_config
+from stc.core.runtime import add_ray_args
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train Stage I (3D-VQGAN) or Stage II (curricula)",
@@ -25,8 +28,6 @@ def add_parser(subparsers) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from stc.core.runtime import add_ray_args
-
     p.add_argument("--manifest", required=True,
                    help="curated manifest: DIR or DIR/manifest.parquet (from `stc curate`)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, TensorBoard); "
@@ -59,7 +60,6 @@ def _add_stage1(stages) -> None:
 
 
 def _stage1_config(args: argparse.Namespace):
-    from stc.core.config import load_config
     from stc.model.stage1.config import Stage1Config, load_stage1_config
 
     saved_path = Path(args.out) / "config.yaml"
@@ -84,7 +84,7 @@ def run_stage1(args: argparse.Namespace) -> int:
     cfg = _stage1_config(args)
     cfg.check_weights()
     # Stage II makes its pairs from the clips Stage I saw unless told otherwise.
-    from stc.model.stage2.curriculum import record_manifest
+    from stc.model.stage2.runs import record_manifest
 
     record_manifest(args.out, args.manifest)
     if args.workers:
@@ -104,8 +104,6 @@ def run_stage1(args: argparse.Namespace) -> int:
 
 
 def _add_stage2(stages) -> None:
-    from stc.core.runtime import add_ray_args
-
     p = stages.add_parser(
         "stage2", help="LQ encoder + code-lookup transformers (Stage II), by curriculum",
         description="Train Stage II on top of a Stage I run, one curriculum step after another "
@@ -132,15 +130,20 @@ def _add_stage2(stages) -> None:
 
 
 def run_stage2(args: argparse.Namespace) -> int:
-    from stc.model.stage2.curriculum import load_curriculum, run_curriculum, saved_stage2_config
     from stc.model.stage2.config import load_stage2_config
+    from stc.model.stage2.curriculum import run_curriculum
+    from stc.model.stage2.runs import load_curriculum, saved_stage2_config
+    from stc.pipelines.degrade import run_degrade
+
+    def make_pairs(recipe, manifest, out, opts, seed):
+        run_degrade(manifest, out, recipe, seed, opts, address=args.address,
+                    num_cpus=args.num_cpus, workers=args.degrade_workers)
 
     saved = saved_stage2_config(args.out)
     cfg = saved if args.config is None and saved is not None else load_stage2_config(args.config or "stage2")
     run_curriculum(load_curriculum(args.curriculum), args.stage1, args.out, cfg,
                    manifest=args.manifest, max_steps=args.max_steps, device=args.device,
-                   degrade_workers=args.degrade_workers, address=args.address,
-                   num_cpus=args.num_cpus, log=lambda m: print(m, file=sys.stderr, flush=True))
+                   make_pairs=make_pairs, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"stc train stage2: run folder {args.out} (TensorBoard: tensorboard --logdir "
           f"{Path(args.out) / 'steps'})", file=sys.stderr)
     return 0

@@ -8,22 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stc.core.runtime import init_ray
+from stc.core.video import encode_frames
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_VIDEOS = Path(os.environ.get("STC_SHARED_VIDEOS", ROOT.parent / "shared" / "data" / "videos"))
+SHARED_VIDEOS = Path(os.environ.get("STC_TEST_VIDEOS", ROOT.parent / "shared" / "data" / "videos"))
 
 
 @pytest.fixture(scope="session")
 def shared_videos() -> Path:
     """../shared/data/videos, or skip: the real clips are not part of the repository."""
     if not SHARED_VIDEOS.is_dir() or not any(SHARED_VIDEOS.glob("*.mp4")):
-        pytest.skip(f"real clips not found at {SHARED_VIDEOS} (set STC_SHARED_VIDEOS)")
+        pytest.skip(f"real clips not found at {SHARED_VIDEOS} (set STC_TEST_VIDEOS)")
     return SHARED_VIDEOS
 
 
 @pytest.fixture(scope="session")
 def ray_session():
     """A local 2-CPU Ray cluster started once for the whole test session."""
-    from stc.core.runtime import init_ray
 
     init_ray(num_cpus=2)
     yield
@@ -34,7 +36,6 @@ def ray_session():
 
 def noise_video(path: Path, frames: int = 30, size: int = 128, fps: float = 25.0, seed: int = 0) -> Path:
     """A small faceless clip: smooth moving noise, encoded with the project's encoder."""
-    from stc.core.video import encode_frames
 
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, (size // 8, size // 8, 3), dtype=np.uint8)

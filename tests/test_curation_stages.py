@@ -9,12 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from stc.curation.config import SamplingConfig, SideFaceConfig, TextConfig
+from stc.core.video import VideoError, crop_transcode, probe, read_frames
+from stc.curation.config import FaceConfig, SamplingConfig, SideFaceConfig, TextConfig
 from stc.curation.crop import crop_box, face_proportion
-from stc.curation.faces import Box, count_other_faces, sample_indices
+from stc.curation.faces import Box, FaceDetector, count_other_faces, sample_indices
 from stc.curation.motion import changed_pixels, motion_intensity
-from stc.curation.side_face import eye_nose_ratio, is_side_face, summarise
-from stc.core.video import VideoError, crop_transcode, encode_frames, probe, read_frames
+from stc.curation.side_face import LandmarkPredictor, eye_nose_ratio, is_side_face, summarise
+from stc.curation.text import TextDetector
 
 from .conftest import noise_video
 
@@ -169,10 +170,6 @@ def frontal_frame(shared_videos):
 
 
 def test_dlib_finds_one_frontal_face_with_landmarks(frontal_frame):
-    from stc.curation.config import FaceConfig
-    from stc.curation.faces import FaceDetector
-    from stc.curation.side_face import LandmarkPredictor
-
     boxes = FaceDetector(FaceConfig()).detect(frontal_frame)
     assert len(boxes) == 1
     b = boxes[0]
@@ -184,8 +181,6 @@ def test_dlib_finds_one_frontal_face_with_landmarks(frontal_frame):
 
 
 def test_ppocr_detects_drawn_text_but_not_a_plain_face(frontal_frame):
-    from stc.curation.text import TextDetector
-
     det = TextDetector(TextConfig())
     assert det(frontal_frame).scores == []
     # The text case is built by drawing text onto a real frame (the shared clips have none).
@@ -197,8 +192,6 @@ def test_ppocr_detects_drawn_text_but_not_a_plain_face(frontal_frame):
 
 
 def test_text_boxes_that_are_not_text_lines_are_ignored():
-    from stc.curation.text import TextDetector
-
     det = TextDetector(TextConfig())
     line = np.array([[10, 10], [110, 10], [110, 30], [10, 30]], float)
     earring = np.array([[10, 10], [36, 10], [36, 52], [10, 52]], float)

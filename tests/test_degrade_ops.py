@@ -9,11 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from stc.degrade.bfvr import BFVR, BFVRConfig
-from stc.degrade.brightness import BrightnessConfig, BrightnessFlicker
-from stc.degrade.recipe import Recipe, Step, builtin_recipes, load_recipe
-from stc.degrade.video import Video
 from stc.core.config import ConfigError
+from stc.core.video import decode_all
+from stc.degrade.bfvr import BFVR, BFVRConfig, BFVRParams
+from stc.degrade.brightness import BrightnessConfig, BrightnessFlicker
+from stc.degrade.pixel_flicker import PixelFlicker, check_model
+from stc.degrade.recipe import Recipe, Step, builtin_recipes, load_recipe
+from stc.degrade.video import Video, lq_from_bitstream
+from stc.degrade.windows import WindowOptions, iter_windows
 
 
 def frames(n: int = 12, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -99,7 +102,6 @@ def test_params_in_range_and_one_set_per_video():
 def fixed(**kw) -> "BFVRParams":  # noqa: F821
     base = dict(sigma=2.0, kernel_size=21, scale=2.0, lowres_width=32, lowres_height=32, noise=0.0,
                 crf=20, preset="medium", down_interp="area", up_interp="bicubic")
-    from stc.degrade.bfvr import BFVRParams
 
     return BFVRParams(**{**base, **kw})
 
@@ -126,7 +128,6 @@ def test_blur_grows_with_sigma():
 
 def test_lq_frames_are_the_decoded_bitstream():
     """What the degradation hands on equals what the stored bytes decode to."""
-    from stc.degrade.video import lq_from_bitstream
 
     x = frames(8)
     video, params = load_recipe("bfvr").run(x, 25.0, 3, "c", 0)
@@ -174,11 +175,9 @@ def test_composed_recipe_seeds_each_step():
 
 
 def test_windows_cut_as_configured(tmp_path):
-    from stc.degrade.windows import WindowOptions, iter_windows
     from tests.conftest import noise_video
 
     path = noise_video(tmp_path / "c.mp4", frames=30, size=32)
-    from stc.core.video import decode_all
 
     every = decode_all(path)
 
@@ -223,7 +222,6 @@ def test_pixel_flicker_rerenders_only_chosen_frames(tiny_upscaler, tmp_path):
     # Reproducible, and a frame's result does not depend on the batch it landed in.
     again, _ = load_recipe(recipe_file).run(x, 25.0, 5, "clip", 0, device="cpu")
     assert np.array_equal(again.frames, video.frames)
-    from stc.degrade.pixel_flicker import PixelFlicker
 
     first = sorted(chosen)[0]
     alone = PixelFlicker(recipe.steps[0].pixel_flicker, device="cpu").rerender(
@@ -234,7 +232,5 @@ def test_pixel_flicker_rerenders_only_chosen_frames(tiny_upscaler, tmp_path):
 
 
 def test_pixel_flicker_missing_model_is_a_clear_error(tmp_path):
-    from stc.degrade.pixel_flicker import check_model
-
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         check_model(str(tmp_path / "no-model"))

@@ -9,15 +9,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from stc.core.config import ConfigError
 from stc.degrade.loader import PairDataset, to_uint8
 from stc.degrade.recipe import load_recipe
 from stc.degrade.shards import LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY, decode_pair
 from stc.degrade.windows import WindowOptions
 from stc.manifests.clips import CLIP_SCHEMA
-from stc.core.config import ConfigError
 from stc.manifests.io import ManifestWriter, read_manifest
 from stc.manifests.pairs import PAIRS_SCHEMA
+from stc.pipelines.cli import main
 from stc.pipelines.degrade import run_degrade
+
 from tests.conftest import noise_video
 
 OPTS = WindowOptions(window=12, size=64)
@@ -146,8 +148,6 @@ def test_degrade_pipeline_end_to_end(curated, tmp_path, ray_session):
 
 
 def test_cli_writes_pairs(curated, tmp_path, ray_session):
-    from stc.pipelines.cli import main
-
     out = tmp_path / "cli"
     rc = main(["degrade", str(curated), "--out", str(out), "--recipe", "bfvr-nonoise", "--seed", "1",
                "--window", "12", "--size", "64", "--max-windows", "1", "--limit", "1"])

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from stc.core.video import encode_frames, probe, read_frames
 from stc.pipelines.cli import main as stc
 
 FRAMES = 48
@@ -20,7 +21,6 @@ FRAMES = 48
 @pytest.fixture(scope="module")
 def workdir(shared_videos, tmp_path_factory) -> Path:
     """The first 48 frames of three real clips (short inputs keep the run within minutes)."""
-    from stc.core.video import encode_frames, probe, read_frames
 
     root = tmp_path_factory.mktemp("e2e")
     (root / "raw").mkdir()
@@ -89,7 +89,6 @@ def test_curate_to_enhance_and_eval(workdir: Path, ray_session, capsys):
     assert stats["seconds_per_clip"] > 0
     preds = sorted((w / "pred").glob("*.mp4"))
     assert len(preds) == len(list(gt.glob("*.mp4")))
-    from stc.core.video import probe
 
     for p in preds:
         info = probe(p)

@@ -17,18 +17,19 @@ import pytest
 import torch
 
 from stc.core.config import ConfigError
+from stc.core.video import encode_frames, read_frames
 from stc.manifests.io import read_manifest
 from stc.model.metrics import EVAL_SCHEMA, EvalConfig, VideoEvaluator, evaluate_pair
 from stc.model.metrics.fvd import frechet_distance
 from stc.model.metrics.lpips import LPIPS, NETS, load_lpips
+from stc.pipelines.cli import main
+from stc.pipelines.evaluate import evaluate_dirs
 
 FRAMES = 12
 
 
 @pytest.fixture(scope="module")
 def clips(shared_videos, tmp_path_factory) -> dict[str, Path]:
-    from stc.core.video import encode_frames, read_frames
-
     d = tmp_path_factory.mktemp("eval_clips")
     gt = read_frames(shared_videos / "hdtf_1.mp4", 0, FRAMES)
     other = read_frames(shared_videos / "hdtf_3.mp4", 0, FRAMES)
@@ -96,8 +97,6 @@ def test_flow_score_catches_temporal_jitter(rows):
 
 
 def test_sizes_and_lengths_are_reconciled(clips, tmp_path):
-    from stc.core.video import encode_frames, read_frames
-
     small = read_frames(clips["gt"], 0, 6)
     small = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in small])
     pred = encode_frames(small, tmp_path / "gt.mp4", fps=25, crf=4, preset="ultrafast")
@@ -109,8 +108,6 @@ def test_sizes_and_lengths_are_reconciled(clips, tmp_path):
 
 
 def test_cli_folders_error_rows_parquet_and_sidecar(clips, tmp_path, capsys):
-    from stc.pipelines.cli import main
-
     pred, gt = tmp_path / "pred", tmp_path / "gt"
     pred.mkdir(), gt.mkdir()
     for stem in ("a", "missing", "corrupt"):
@@ -161,8 +158,6 @@ def _random_lpips_state(net: str) -> dict[str, torch.Tensor]:
 
 
 def test_lpips_loads_package_layouts(clips, tmp_path):
-    from stc.core.video import read_frames
-
     state = _random_lpips_state("alex")
     torch.save(state, tmp_path / "lpips_alex.pth")
     model = load_lpips(str(tmp_path / "lpips_alex.pth"))
@@ -205,8 +200,6 @@ class _TinyI3D(torch.nn.Module):
 
 
 def test_fvd_from_torchscript_and_frechet_formula(clips, tmp_path):
-    from stc.pipelines.evaluate import evaluate_dirs
-
     torch.manual_seed(0)
     torch.jit.script(_TinyI3D()).save(str(tmp_path / "i3d.pt"))
     cfg = EvalConfig(face_stride=0, fvd=str(tmp_path / "i3d.pt"), fvd_clip_frames=4, fvd_size=64)
@@ -242,8 +235,6 @@ def test_raft_only_as_torchscript(clips, tmp_path):
 
 
 def test_ray_workers_match_in_process(clips, tmp_path, ray_session):
-    from stc.pipelines.evaluate import evaluate_dirs
-
     pred, gt = tmp_path / "pred", tmp_path / "gt"
     pred.mkdir(), gt.mkdir()
     for stem, src in (("x", "blur_small"), ("y", "shuffled_small")):

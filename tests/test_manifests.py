@@ -8,9 +8,16 @@ from typing import Literal
 import pyarrow.parquet as pq
 import pytest
 
-from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts
 from stc.core.config import ConfigError, from_dict, load_config, to_dict
-from stc.manifests.io import ManifestWriter, atomic_path, finished_keys, manifest_files, read_manifest
+from stc.curation.config import CurateConfig
+from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts
+from stc.manifests.io import (
+    ManifestWriter,
+    atomic_path,
+    finished_keys,
+    manifest_files,
+    read_manifest,
+)
 from stc.manifests.schema import ManifestError
 
 
@@ -51,8 +58,6 @@ def test_config_errors_name_the_key(data, needle):
 
 
 def test_builtin_config_by_name_and_unknown_name():
-    from stc.curation.config import CurateConfig
-
     fast = CurateConfig.load("fast")
     assert fast.crop.size == 128 and fast.side_face.alpha_min == 0.4
     default = CurateConfig.load("default")
@@ -136,8 +141,6 @@ def test_funnel_counts_follow_the_first_failed_stage():
 def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
     """Datasets are shared: files must not stay private like the temporary file they were."""
     import os
-
-    from stc.manifests.io import atomic_path
 
     with atomic_path(tmp_path / "a.txt") as tmp:
         tmp.write_text("x")

@@ -8,6 +8,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from stc.audit.notebook import NotebookError, run_notebook, tail_strips, video_for
+from stc.audit.stats import load_clip_manifest
+from stc.model.stage1.config import load_stage1_config
+from stc.model.stage1.vqgan3d import VQGAN3D
+from stc.model.training.checkpoint import save_checkpoint
+
 from tests.conftest import ROOT, noise_video
 from tests.test_stats import write_clip_manifest, write_pairs_manifest
 
@@ -39,8 +45,6 @@ def test_notebooks_committed_without_outputs(path: Path):
 
 
 def test_audit_notebook(datasets, tmp_path):
-    from stc.audit.notebook import run_notebook
-
     nb = run_notebook(NOTEBOOKS / "audit_dataset.ipynb",
                       {"MANIFEST": str(datasets / "cur"), "PAIRS": str(datasets / "pairs.parquet"),
                        "TAIL_METRICS": ["side_ratio"], "TAIL_N": 1},
@@ -55,8 +59,6 @@ def test_audit_notebook(datasets, tmp_path):
 
 @pytest.mark.parametrize("second", [True, False], ids=["two-manifests", "sources-of-one"])
 def test_compare_notebook(datasets, second):
-    from stc.audit.notebook import run_notebook
-
     params = {"MANIFEST_A": str(datasets / "cur"), "METRIC": "motion_intensity"}
     if second:
         params["MANIFEST_B"] = str(datasets / "other")
@@ -72,10 +74,6 @@ def stage1_run(tmp_path_factory):
     """A randomly initialised tiny Stage I model saved through the model's own checkpoint code."""
     import torch
 
-    from stc.model.training.checkpoint import save_checkpoint
-    from stc.model.stage1.config import load_stage1_config
-    from stc.model.stage1.vqgan3d import VQGAN3D
-
     torch.manual_seed(0)
     cfg = load_stage1_config("stage1-tiny")
     model = VQGAN3D(cfg.model)
@@ -85,8 +83,6 @@ def stage1_run(tmp_path_factory):
 
 
 def test_codebook_notebook(datasets, stage1_run):
-    from stc.audit.notebook import run_notebook
-
     run, cfg = stage1_run
     nb = run_notebook(NOTEBOOKS / "codebook_usage.ipynb",
                       {"CHECKPOINT": str(run), "MANIFEST": str(datasets / "cur"), "MAX_CLIPS": 4,
@@ -103,9 +99,6 @@ def test_codebook_notebook(datasets, stage1_run):
 
 
 def test_tail_strips_tolerate_missing_files(tmp_path):
-    from stc.audit.notebook import tail_strips, video_for
-    from stc.audit.stats import load_clip_manifest
-
     video = noise_video(tmp_path / "v.mp4", frames=10, size=48)
     write_clip_manifest(tmp_path / "cur", {"s": {"kept": 3, "side_face": 1}}, video=video,
                         missing=("s_kept_2",))
@@ -124,8 +117,6 @@ def test_tail_strips_tolerate_missing_files(tmp_path):
 
 
 def test_failing_cell_fails_the_run(tmp_path):
-    from stc.audit.notebook import NotebookError, run_notebook
-
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("X = 1"),
                                          nbformat.v4.new_code_cell("assert X == 1, 'boom'")])
     nb.cells[0].metadata["tags"] = ["parameters"]

@@ -11,13 +11,15 @@ import pytest
 import torch
 
 from stc.core.config import ConfigError
-from stc.model.training.checkpoint import save_checkpoint
-from stc.model.stage2.code_transformer import CodeTransformer
+from stc.core.video import encode_frames, ffmpeg_exe, probe, read_frames
 from stc.model.stage1.config import load_stage1_config
-from stc.model.stage2.curriculum import Curriculum, CurriculumStep, load_curriculum
-from stc.model.stage2.model import Stage2Model, load_stage2
-from stc.model.stage2.config import TransformerConfig, load_stage2_config
 from stc.model.stage1.vqgan3d import VQGAN3D
+from stc.model.stage2.code_transformer import CodeTransformer
+from stc.model.stage2.config import TransformerConfig, load_stage2_config
+from stc.model.stage2.model import Stage2Model, load_stage2
+from stc.model.stage2.runs import Curriculum, CurriculumStep, load_curriculum
+from stc.model.training.checkpoint import save_checkpoint
+from stc.pipelines.enhance import Enhancer, run_enhance
 
 
 def tiny_stage2(seed: int = 0) -> Stage2Model:
@@ -96,7 +98,6 @@ def save_tiny_run(run: Path) -> Path:
 
 def clip_with_audio(path: Path, frames: int, fps: int = 20, size: int = 48) -> Path:
     """A moving-gradient clip with a sine audio track, made by ffmpeg itself."""
-    from stc.core.video import ffmpeg_exe
 
     cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
            "-f", "lavfi", "-i", f"testsrc2=size={size}x{size}:rate={fps}",
@@ -110,9 +111,6 @@ def clip_with_audio(path: Path, frames: int, fps: int = 20, size: int = 48) -> P
 @pytest.mark.parametrize("frames", [3, 10])
 def test_enhance_any_length_keeps_fps_and_audio(tmp_path, frames):
     import av
-
-    from stc.core.video import probe, read_frames
-    from stc.pipelines.enhance import run_enhance
 
     run = save_tiny_run(tmp_path / "run2")
     src = clip_with_audio(tmp_path / "in.mp4", frames)
@@ -134,8 +132,6 @@ def test_enhance_any_length_keeps_fps_and_audio(tmp_path, frames):
 
 def test_enhance_last_chunk_is_the_models_output_for_the_last_T_frames(tmp_path):
     """A 6-frame video with T = 4: frames 4-5 come from running frames 2-5 together."""
-    from stc.core.video import encode_frames, read_frames
-    from stc.pipelines.enhance import Enhancer
 
     run = save_tiny_run(tmp_path / "run2")
     rng = np.random.default_rng(0)
@@ -154,8 +150,6 @@ def test_enhance_last_chunk_is_the_models_output_for_the_last_T_frames(tmp_path)
 
 
 def test_enhance_bad_input_is_reported_not_crashed(tmp_path):
-    from stc.pipelines.enhance import run_enhance
-
     run = save_tiny_run(tmp_path / "run2")
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")

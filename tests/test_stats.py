@@ -16,9 +16,15 @@ import numpy as np
 import pytest
 import yaml
 
+from stc.audit.stats import bin_edges, counts_in, flatten_params, load_clip_manifest, tail_rows
+from stc.core.config import to_dict
+from stc.core.video import probe
+from stc.curation.config import CurateConfig
 from stc.manifests.clips import CLIP_SCHEMA, REASONS
 from stc.manifests.io import ManifestWriter
 from stc.manifests.pairs import PAIRS_SCHEMA, pair_id
+from stc.pipelines.cli import main
+from stc.pipelines.stats import run_stats
 
 # reason -> rows per source; 18 inputs in all, every funnel stage loses someone.
 REASON_PLAN = {
@@ -79,9 +85,6 @@ def write_clip_manifest(out: Path, plan: dict = REASON_PLAN, seed: int = 0,
     Without `video` no clip file exists. With it, every kept clip but those in `missing`
     is a copy of it (frame counts set to match) and the first rejected row's source_path
     points at it, so frame strips and encoders have something to decode."""
-    from stc.curation.config import CurateConfig
-    from stc.core.video import probe
-    from stc.core.config import to_dict
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -153,8 +156,6 @@ def _present(rows: list[dict], key) -> int:
 
 # --- pure computations -----------------------------------------------------------------
 def test_flatten_params_is_generic():
-    from stc.audit.stats import flatten_params
-
     scalars, lists = flatten_params(json.dumps([
         {"step": "blur", "sigma": 2.5, "kernel": {"size": 41, "kind": "iso"}, "fast": True},
         {"step": "flicker", "alphas": [1.0, 0.5, 1.5], "frames": [], "tags": ["a"]},
@@ -171,8 +172,6 @@ def test_flatten_params_is_generic():
 
 
 def test_bin_edges_integer_constant_and_continuous():
-    from stc.audit.stats import bin_edges, counts_in
-
     fps = np.array([20.0, 25.0, 25.0, 30.0])
     edges = bin_edges([fps])
     assert edges[0] == 19.5 and edges[-1] == 30.5 and np.all(np.diff(edges) == 1)
@@ -186,8 +185,6 @@ def test_bin_edges_integer_constant_and_continuous():
 
 
 def test_tail_rows_order_and_missing(audit_inputs):
-    from stc.audit.stats import load_clip_manifest, tail_rows
-
     root, rows, _, _ = audit_inputs
     df = load_clip_manifest(root / "cur").df
     low, high = tail_rows(df, "motion_intensity", 2)
@@ -203,8 +200,6 @@ def _cli_args(root: Path, manifest: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def report(audit_inputs, tmp_path_factory):
-    from stc.pipelines.cli import main
-
     root = audit_inputs[0]
     out = tmp_path_factory.mktemp("report")
     assert main(_cli_args(root, root / "cur", out)) == 0
@@ -276,8 +271,6 @@ def test_stc_stats_report(audit_inputs, report):
 
 
 def test_stc_stats_same_input_same_bytes(audit_inputs, report, tmp_path):
-    from stc.pipelines.cli import main
-
     root = audit_inputs[0]
     # the same manifest named by its parquet folder instead of the curation folder
     assert main(_cli_args(root, root / "cur" / "manifest.parquet", tmp_path)) == 0
@@ -288,8 +281,6 @@ def test_stc_stats_same_input_same_bytes(audit_inputs, report, tmp_path):
 
 
 def test_stc_stats_clear_errors(tmp_path, capsys):
-    from stc.pipelines.cli import main
-
     assert main(["stats", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "nothing" in err and "not found" in err
@@ -301,7 +292,6 @@ def test_stc_stats_clear_errors(tmp_path, capsys):
 
 def test_empty_manifest_still_reports(tmp_path):
     """A manifest folder with only rejected rows (nothing kept) draws 'no values' panels."""
-    from stc.pipelines.stats import run_stats
 
     write_clip_manifest(tmp_path / "cur", {"x": {"unreadable": 2}})
     s, files = run_stats(tmp_path / "cur", tmp_path / "r")

@@ -12,12 +12,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from stc.manifests.clips import CLIP_SCHEMA
 from stc.core.config import from_dict, to_dict
+from stc.core.video import encode_frames, read_frames
+from stc.manifests.clips import CLIP_SCHEMA
 from stc.manifests.io import ManifestWriter
 from stc.model.stage1.config import Stage1Config, load_stage1_config
 from stc.model.stage1.trainer import Stage1Trainer
 from stc.model.stage1.vqgan3d import load_stage1
+from stc.model.training.ray_train import train_stage1_ray
 from stc.pipelines.cli import main as stc_main
 
 CLIP_FRAMES = 40
@@ -28,8 +30,6 @@ def real_manifest(shared_videos, tmp_path_factory) -> Path:
     """A curated-style manifest of three real clips (face-centred 64x64 crops, 40 frames),
     plus a rejected row that training must ignore. Built directly: curation has its own tests."""
     import cv2
-
-    from stc.core.video import encode_frames, read_frames
 
     out = tmp_path_factory.mktemp("curated")
     rows = []
@@ -153,8 +153,6 @@ def test_perceptual_and_dinov2_adversarial_losses_train(real_manifest, tmp_path)
 
 
 def test_ray_train_runs_the_same_loop(real_manifest, tmp_path, ray_session):
-    from stc.model.training.ray_train import train_stage1_ray
-
     cfg = tiny(**{"train.log_every": 1, "train.val_every": 100, "train.ckpt_every": 2,
                   "data.num_workers": 0})
     run = tmp_path / "ray_run"

@@ -10,9 +10,18 @@ import cv2
 import numpy as np
 import pytest
 
+from stc.core.video import (
+    VideoError,
+    crop_transcode,
+    decode_all,
+    encode_frames,
+    ffmpeg_exe,
+    probe,
+    read_frames,
+    seek_window,
+    x264_args,
+)
 from stc.curation.config import EncodeConfig
-from stc.core.video import (VideoError, crop_transcode, decode_all, encode_frames, ffmpeg_exe, probe, read_frames,
-                            seek_window, x264_args)
 
 WINDOW = 8
 

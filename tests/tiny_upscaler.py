@@ -28,8 +28,13 @@ def make_tiny_upscaler(folder: str | Path) -> Path:
     """A randomly initialised StableDiffusionUpscalePipeline (a few MB), saved with
     save_pretrained; its tokenizer has a byte-level vocabulary and no merges."""
     import torch
-    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler,
-                           StableDiffusionUpscalePipeline, UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)

@@ -19,7 +19,9 @@ from stc.core.video import VideoError, iter_frames, rescale_frames
 from stc.model.metrics.config import EvalConfig
 from stc.model.metrics.face import FaceMetrics, FaceScores
 from stc.model.metrics.flow import endpoint_error, make_flow
+from stc.model.metrics.fvd import I3DFeatures
 from stc.model.metrics.image import channels, psnr, ssim
+from stc.model.metrics.lpips import load_lpips
 
 
 def error_row(key: str, pred: str | None, gt: str | None, reason: str, message: str) -> dict[str, Any]:
@@ -45,13 +47,9 @@ class VideoEvaluator:
         self.flow = make_flow(cfg.raft, cfg.flow_max_side)
         self.lpips = None
         if cfg.lpips:
-            from stc.model.metrics.lpips import load_lpips
-
             self.lpips = load_lpips(cfg.lpips, cfg.lpips_backbone)
         self.i3d = None
         if cfg.fvd:
-            from stc.model.metrics.fvd import I3DFeatures
-
             self.i3d = I3DFeatures(cfg.fvd, cfg.fvd_clip_frames, cfg.fvd_size)
 
     def __call__(self, key: str, pred_path: str | None, gt_path: str | None,

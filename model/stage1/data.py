@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from stc.core.video import probe, read_frames, rescale_frames
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.manifests.io import locate_manifest, read_manifest
 from stc.manifests.schema import ManifestError
 
 
@@ -40,7 +43,6 @@ class Split:
 
 def manifest_location(manifest: str | Path) -> tuple[Path, Path]:
     """(manifest folder, clips root) from `DIR` or `DIR/manifest.parquet`."""
-    from stc.manifests.io import locate_manifest
 
     p = locate_manifest(manifest)
     return p, p.parent
@@ -48,9 +50,6 @@ def manifest_location(manifest: str | Path) -> tuple[Path, Path]:
 
 def load_clips(manifest: str | Path, min_frames: int = 1) -> list[Clip]:
     """Kept clips of a curated manifest with at least `min_frames` frames, sorted by id."""
-    from stc.core.video import probe
-    from stc.manifests.clips import CLIP_SCHEMA
-    from stc.manifests.io import read_manifest
 
     path, root = manifest_location(manifest)
     df = read_manifest(path, CLIP_SCHEMA)
@@ -109,7 +108,6 @@ def split_clips(clips: list[Clip], num_frames: int, val_fraction: float,
 
 def load_window(path: str, start: int, num_frames: int, size: int) -> torch.Tensor:
     """Frames [start, start + num_frames) as float [3, T, size, size] in [-1, 1]."""
-    from stc.core.video import read_frames, rescale_frames
 
     frames = read_frames(path, start, num_frames)
     if len(frames) < num_frames:

@@ -23,14 +23,16 @@ from typing import Any, Callable
 
 import torch
 
-from stc.model.training.checkpoint import load_weights
 from stc.model.stage1.codebook import code_counts, perplexity, utilisation
 from stc.model.stage1.config import Stage1Config
 from stc.model.stage1.data import StepSampler, WindowDataset, load_clips, split_clips, val_batch
+from stc.model.stage1.discriminator import DinoDiscriminator
+from stc.model.stage1.losses import adaptive_weight, generator_adv_loss, hinge_d_loss, psnr
+from stc.model.stage1.perceptual import PerceptualLoss
+from stc.model.stage1.vqgan3d import VQGAN3D
+from stc.model.training.checkpoint import load_weights
 from stc.model.training.ema import EMA
 from stc.model.training.loop import TrainLoop, check_run_config
-from stc.model.stage1.losses import adaptive_weight, generator_adv_loss, hinge_d_loss, psnr
-from stc.model.stage1.vqgan3d import VQGAN3D
 
 # Where pretrained weights live is not part of the experiment: a resumed run may name
 # another copy of the same file.
@@ -79,14 +81,10 @@ class Stage1Trainer(TrainLoop):
                                       weight_decay=o.weight_decay)
         self.perceptual = None
         if cfg.losses.perceptual > 0:
-            from stc.model.stage1.perceptual import PerceptualLoss
-
             p = cfg.perceptual
             self.perceptual = PerceptualLoss.from_weights(p.weights, p.layers, p.max_frames).to(dev)
         self.disc, self.opt_d = None, None
         if cfg.losses.adversarial > 0:
-            from stc.model.stage1.discriminator import DinoDiscriminator
-
             d = cfg.discriminator
             self.disc = DinoDiscriminator.from_pretrained(
                 d.backbone, layers=d.layers, head_channels=d.head_channels,

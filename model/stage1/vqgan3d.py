@@ -16,8 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from stc.core.config import load_config
 from stc.model.stage1.codebook import Codebook, Quantized, SpatialTemporalQuantizer
 from stc.model.stage1.config import ModelConfig, Stage1Config
+from stc.model.training.checkpoint import CONFIG_FILE, load_weights, resolve_checkpoint
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -198,8 +200,6 @@ def load_stage1(run_dir_or_file: str | Path, device: str | torch.device = "cpu",
     Accepts a run folder (its newest checkpoint), a checkpoint folder, or a .safetensors file
     inside one (that file is loaded, whatever `ema` says). EMA weights by default.
     """
-    from stc.core.config import load_config
-    from stc.model.training.checkpoint import CONFIG_FILE, load_weights, resolve_checkpoint
 
     given = Path(run_dir_or_file).expanduser()
     ckpt = resolve_checkpoint(given)

@@ -21,9 +21,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from stc.core.config import load_config
+from stc.model.stage1.vqgan3d import VQGAN3D
 from stc.model.stage2.code_transformer import CodeTransformer
 from stc.model.stage2.config import Stage2Config
-from stc.model.stage1.vqgan3d import VQGAN3D
+from stc.model.stage2.runs import final_step_dir
+from stc.model.training.checkpoint import CONFIG_FILE, load_weights, resolve_checkpoint
 
 
 class Stage2Output(NamedTuple):
@@ -99,11 +102,8 @@ def load_stage2(path: str | Path, device: str | torch.device = "cpu") -> tuple[S
     `path` is a Stage II run folder (the last step of its curriculum), one step's run folder,
     a checkpoint folder, or a .safetensors file inside one.
     """
-    from stc.core.config import load_config
-    from stc.model.training.checkpoint import CONFIG_FILE, load_weights, resolve_checkpoint
 
     path = Path(path).expanduser()
-    from stc.model.stage2.curriculum import final_step_dir
 
     step_dir = final_step_dir(path)
     ckpt = resolve_checkpoint(step_dir if step_dir is not None else path)

@@ -20,12 +20,16 @@ from typing import Any, Callable
 
 import torch
 
-from stc.model.training.checkpoint import load_weights
+from stc.degrade.loader import PairDataset
+from stc.manifests.io import read_manifest
+from stc.manifests.pairs import PAIRS_SCHEMA
 from stc.model.stage1.data import hash_fraction
-from stc.model.training.loop import TrainLoop, check_run_config
 from stc.model.stage1.losses import psnr
-from stc.model.stage2.model import Stage2Model, load_stage2
+from stc.model.stage1.vqgan3d import load_stage1
 from stc.model.stage2.config import Stage2Config
+from stc.model.stage2.model import Stage2Model, load_stage2
+from stc.model.training.checkpoint import load_weights
+from stc.model.training.loop import TrainLoop, check_run_config
 
 NOT_EXPERIMENT = ("train.max_steps", "data.num_workers")
 
@@ -33,8 +37,6 @@ NOT_EXPERIMENT = ("train.max_steps", "data.num_workers")
 def split_pair_clips(pairs_dir: Path, recipe: str | None, fraction: float) -> tuple[set[str], set[str]]:
     """(train clip ids, validation clip ids) of the ok pairs; at least one clip each when
     there are two or more clips, all clips in both when there is one."""
-    from stc.manifests.io import read_manifest
-    from stc.manifests.pairs import PAIRS_SCHEMA
 
     df = read_manifest(pairs_dir / "pairs.parquet", PAIRS_SCHEMA)
     df = df[(df["status"] == "ok") & ((df["recipe"] == recipe) if recipe else True)]
@@ -73,8 +75,6 @@ class Stage2Trainer(TrainLoop):
         cfg, dev = self.cfg, self.device
         torch.manual_seed(cfg.train.seed)
         if init_kind == "stage1":
-            from stc.model.stage1.vqgan3d import load_stage1
-
             vqgan, _ = load_stage1(init_from)
             self.model = Stage2Model(cfg, vqgan)
         elif init_kind == "stage2":
@@ -115,8 +115,6 @@ class Stage2Trainer(TrainLoop):
 
     # ---------------------------------------------------------- data
     def dataset(self, clips: set[str], shuffle: bool, seed: int):
-        from stc.degrade.loader import PairDataset
-
         return PairDataset(self.pairs_dir, recipe=self.recipe, size=self.cfg.data.size,
                            shuffle=shuffle, seed=seed, clips=clips)
 

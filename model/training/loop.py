@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from stc.core.config import ConfigError, load_config, save_config, to_dict
-from stc.model import checkpoint as ckpt_io
+from stc.model.training import checkpoint as ckpt_io
 
 
 def check_run_config(run_dir: Path, cfg: Any, ignore: tuple[str, ...] = ("train.max_steps",),

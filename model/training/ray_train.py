@@ -13,16 +13,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stc.core.config import to_dict
+from stc.core.config import from_dict, to_dict
+from stc.core.runtime import init_ray
 from stc.model.stage1.config import Stage1Config
+from stc.model.stage1.trainer import Stage1Trainer
 
 
 def _train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
-
-    from stc.core.config import from_dict
-    from stc.model.stage1.trainer import Stage1Trainer
 
     ctx = ray.train.get_context()
     cfg = from_dict(Stage1Config, config["cfg"])
@@ -40,8 +39,6 @@ def train_stage1_ray(cfg: Stage1Config, manifest: str | Path, run_dir: str | Pat
     """Run Stage I with `workers` Ray Train workers; returns the last logged metrics."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from stc.core.runtime import init_ray
 
     init_ray(address, num_cpus)
     run_dir = Path(run_dir).resolve()
