@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from stc.audit.stats import METRICS_BY_NAME, tail_rows
+from stc.core.fs import atomic_path
 from stc.core.video import VideoError, decode_sampled, probe
-from stc.manifests.io import atomic_path
 
 KERNEL_NAME = "stc-python"
 

@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from stc.core.fs import atomic_path
 from stc.manifests.clips import FUNNEL
-from stc.manifests.io import atomic_path
 
 STATUS_COLORS = {"kept": "#2e7d32", "rejected": "#ef6c00", "error": "#c62828"}
 THRESHOLD_COLOR = "#1565c0"

@@ -147,8 +147,8 @@ CLIP_METRICS: tuple[Metric, ...] = (
            thresholds=(("side_face.alpha_min", "α min"), ("side_face.alpha_max", "α max"))),
     Metric("side_fraction", "side-face fraction of frames", "side_fraction",
            thresholds=(("side_face.max_side_fraction", "max"),)),
-    Metric("text_score", "text score (best OCR box)", "text_score",
-           thresholds=(("text.min_score", "min score"),)),
+    Metric("text_score", "text: best recogniser score of a line box", "text_score",
+           thresholds=(("text.min_rec_score", "min rec score"),)),
     Metric("motion_intensity", "motion intensity (changed-pixel fraction)", "motion_intensity"),
     Metric("fps", "frame rate (fps)", "fps"),
     Metric("duration", "duration (s)", "duration"),
@@ -282,6 +282,74 @@ def tail_rows(df: pd.DataFrame, metric: Metric | str, n: int = 3) -> tuple[pd.Da
     return ok.head(n), ok.tail(n).iloc[::-1]
 
 
+# --- review: the rows a person should look at, with their evidence -------------------
+REVIEW_PER_REASON = 3   # rejected rows shown per reason
+REVIEW_TAIL = 1         # kept rows shown at each end of each metric
+
+
+def _evidence(value: Any) -> dict | None:
+    """A JSON evidence column as a dict (None when absent or unreadable: a review page
+    must still draw the frames of a row whose evidence is damaged)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.integer, np.floating)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return None if v is pd.NA or v is pd.NaT else v
+
+
+def _review_entry(row: Mapping[str, Any], root: Path, why: list[str]) -> dict[str, Any]:
+    crop = [row.get(k) for k in ("crop_x0", "crop_y0", "crop_x1", "crop_y1")]
+    crop = [int(c) for c in crop] if all(pd.notna(c) for c in crop) else None
+    clip = row.get("clip_path")
+    return {
+        "clip_id": row["clip_id"], "status": row["status"], "reason": row["reason"],
+        "message": row.get("message") or "", "why": why,
+        "source_path": _plain(row.get("source_path")),
+        "clip_path": str(root / clip) if isinstance(clip, str) and clip else None,
+        "clip_size": _plain(row.get("clip_size")), "crop": crop,
+        "num_frames": _plain(row.get("num_frames")),
+        "side_ratio_median": _plain(row.get("side_ratio_median")),
+        "side_fraction": _plain(row.get("side_fraction")),
+        "text_score": _plain(row.get("text_score")),
+        "text": _evidence(row.get("text_evidence")),
+        "side_face": _evidence(row.get("side_face_evidence")),
+    }
+
+
+def review_rows(manifest: ClipManifest, per_reason: int = REVIEW_PER_REASON,
+                tail: int = REVIEW_TAIL) -> dict[str, list[dict[str, Any]]]:
+    """{"rejected": [...], "tails": [...]}: up to `per_reason` rejected rows of every
+    reason, and the kept rows at both ends of every metric, each with why it was picked
+    and its parsed evidence. Errors are left out: they have no frames to show."""
+    df = manifest.df
+    rejected = []
+    bad = df[df["status"] == "rejected"].sort_values(["reason", "clip_id"], kind="stable")
+    for _, group in bad.groupby("reason", sort=True):
+        for row in group.head(per_reason).to_dict("records"):
+            rejected.append(_review_entry(row, manifest.root, [f"rejected: {row['reason']}"]))
+    kept = df[df["status"] == "kept"]
+    picked: dict[str, tuple[dict, list[str]]] = {}
+    for m in CLIP_METRICS:
+        low, high = tail_rows(kept, m, tail)
+        for end, rows in (("lowest", low), ("highest", high)):
+            for row in rows.to_dict("records"):
+                entry = picked.setdefault(row["clip_id"], (row, []))
+                entry[1].append(f"{end} {m.name} {row['_value']:.4g}")
+    tails = [_review_entry(row, manifest.root, why) for row, why in
+             (picked[k] for k in sorted(picked))]
+    return {"rejected": rejected, "tails": tails}
+
+
 # --- degradation parameters ----------------------------------------------------------
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
@@ -409,7 +477,8 @@ def audit(manifest: str | Path, pairs: str | Path | None = None,
     kept clips of two manifests."""
     a = load_clip_manifest(manifest, names[0] if names else None)
     summary: dict[str, Any] = {"name": a.name, "manifest": str(a.path), "bins": bins,
-                               "clips": clip_summary(a, bins), "pairs": None, "compare": None}
+                               "clips": clip_summary(a, bins), "review": review_rows(a),
+                               "pairs": None, "compare": None}
     if pairs is not None:
         summary["pairs_manifest"] = str(pairs)
         summary["pairs"] = pairs_summary(load_pairs_manifest(pairs), bins)

@@ -30,7 +30,8 @@ from stc.core.video import ffmpeg_exe, iter_frames, x264_args
 from stc.curation.config import CurateConfig
 from stc.manifests.clips import CLIP_SCHEMA
 from stc.manifests.io import read_manifest
-from stc.pipelines.curate import gather_inputs, run_curate
+from stc.pipelines.curate import run_curate
+from stc.pipelines.inputs import gather_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

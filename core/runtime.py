@@ -1,41 +1,71 @@
-"""Starting Ray and the options every Ray pipeline shares."""
+"""Ray for stc: starting or joining a cluster, and a pool of actors that maps items.
+
+Every Ray pipeline runs its items through `map_items`: one actor per worker loads its
+models once; an item that raises becomes an error result naming the exception, and an actor
+that dies (a segfault in a native library, say) is replaced and its item reported, so one
+bad video never stops a run.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+# A local cluster binds to the loopback address only: with auth off it must not be
+# reachable from the network. A real cluster is joined with --address and keeps its own
+# network and auth settings (README: "Running on a cluster").
+LOCAL_HOST = "127.0.0.1"
 
 
-def add_ray_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Ray")
-    group.add_argument("--address", default=None,
-                       help="address of an existing Ray cluster (default: start a local one)")
-    group.add_argument("--num-cpus", type=int, default=None,
-                       help="CPUs for the local Ray cluster (default: all)")
+class RayUnavailable(RuntimeError):
+    """The Ray cluster could not be started or joined."""
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to `address`, or start a local Ray cluster once per process."""
+@dataclass
+class RayOptions:
+    address: str | None = None      # None: start (or reuse) a local cluster
+    num_cpus: int | None = None     # CPUs of a local cluster (None: all)
+    verbose: bool = False           # Ray's own messages on the console, not only in its logs
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError(f"--num-cpus must be at least 1, got {self.num_cpus}")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None,
+             verbose: bool = False) -> None:
+    """Connect to `address`, or start a local Ray cluster on 127.0.0.1 once per process."""
+    RayOptions(address, num_cpus, verbose)          # validates
     # Local clusters need no token; a cluster started elsewhere keeps its own auth settings.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's "accelerator env var" and metrics exporter warnings are for Ray developers.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     import ray
 
     if ray.is_initialized():
         return
-    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING,
-                  log_to_driver=True, configure_logging=True)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+    kwargs: dict[str, Any] = dict(include_dashboard=False,
+                                  logging_level=logging.INFO if verbose else logging.ERROR,
+                                  log_to_driver=verbose, configure_logging=True)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_HOST, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types for one cause
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise RayUnavailable(f"could not start or join {where} ({type(exc).__name__}: {exc}); "
+                             "check the address, or run `ray stop` to clear a stale local one") \
+            from exc
     from ray.data import DataContext
 
-    # Ray Data narrates every execution at INFO; our pipelines report for themselves.
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     ctx = DataContext.get_current()
-    # Our pipelines print one progress bar of their own, counted in clips.
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.enable_operator_progress_bars = False
@@ -47,20 +77,104 @@ def ray_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def map_with_actors(items: list[dict], worker_cls: type, constructor_kwargs: dict,
-                    workers: int | None = None, num_cpus: float = 1, num_gpus: float = 0):
-    """Run `worker_cls(**constructor_kwargs)(item)` over `items` on a pool of Ray actors
-    and yield the result rows as they finish (not in input order).
-
-    Actors load their models once; one item per block lets a slow video hold up only
-    its own actor. Results should be flat dicts of strings/numbers (JSON-encode
-    anything nested) so Ray never has to infer Arrow types from a block of nulls.
-    """
+def ray_log_dir() -> Path | None:
+    """Where this Ray session writes its own logs (worker output included)."""
     import ray
 
+    try:
+        return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    except Exception:  # noqa: BLE001 - a joined cluster may not expose it
+        return None
+
+
+class _Actor:
+    """Hosts one pipeline worker: builds it once, runs items, turns exceptions into results."""
+
+    def __init__(self, worker_cls: type, kwargs: dict[str, Any]):
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
+        self.error: str | None = None
+        try:
+            self.worker = worker_cls(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported by ready(), before any item
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def ready(self) -> str | None:
+        return self.error
+
+    def run(self, item: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            payload = self.worker(item)
+            return {"ok": True, "payload": payload, "node": self.node,
+                    "seconds": time.perf_counter() - t0}
+        except Exception as exc:  # noqa: BLE001 - a bad item is a row, never a stopped run
+            return {"ok": False, "error": _short(exc), "node": self.node,
+                    "seconds": time.perf_counter() - t0}
+
+
+def _short(exc: BaseException, limit: int = 500) -> str:
+    # Messages of numpy/dlib errors can embed whole arrays; a row keeps a readable head.
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[:limit] + " ... (truncated)"
+
+
+class WorkersFailed(RuntimeError):
+    """The pipeline's workers could not be built (a missing model, a bad config)."""
+
+
+def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs: dict[str, Any],
+              workers: int | None = None, num_cpus: float = 1, num_gpus: float = 0,
+              ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Run `worker_cls(**constructor_kwargs)(item)` over `items` on a pool of Ray actors and
+    yield (item, result) as items finish (not in input order).
+
+    result is {"ok": True, "payload": ..., "node", "seconds"} or {"ok": False, "error": ...}.
+    One item in flight per actor keeps memory bounded and lets a slow video hold up only
+    its own actor.
+    """
+    import ray
+    from ray.exceptions import RayActorError
+
+    if not items:
+        return
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None, max_restarts=0)(_Actor)
     size = max(1, min(workers or ray_cpus(), len(items)))
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map(worker_cls, fn_constructor_kwargs=constructor_kwargs,
-                compute=ray.data.ActorPoolStrategy(size=size), num_cpus=num_cpus,
-                num_gpus=num_gpus or None)
-    yield from ds.iter_rows()
+
+    def start():
+        return remote.remote(worker_cls, constructor_kwargs)
+
+    actors = [start() for _ in range(size)]
+    errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
+    if errors:
+        for a in actors:
+            ray.kill(a)
+        raise WorkersFailed(f"{worker_cls.__name__} could not start: {errors[0]}")
+    queue = iter(items)
+    pending: dict[Any, tuple[Any, dict[str, Any]]] = {}
+
+    def submit(actor) -> None:
+        item = next(queue, None)
+        if item is not None:
+            pending[actor.run.remote(item)] = (actor, item)
+
+    for a in actors:
+        submit(a)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ref = done[0]
+            actor, item = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except RayActorError as exc:
+                result = {"ok": False, "node": None, "seconds": 0.0,
+                          "error": f"the worker process died on this input ({_short(exc, 200)})"}
+                ray.kill(actor)
+                actor = start()
+            yield item, result
+            submit(actor)
+    finally:
+        for a in actors:
+            ray.kill(a)

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from stc.manifests.io import atomic_path
+from stc.core.fs import atomic_path
 
 
 class VideoError(RuntimeError):

@@ -193,10 +193,11 @@ class ClipCurator:
 
     def check_side_face(self, s: ClipState) -> None:
         cfg = self.cfg.side_face
-        stats = side_face.summarise([f.landmarks for f in s.frames if f.landmarks is not None], cfg)
+        marked = [f for f in s.frames if f.landmarks is not None]
+        stats = side_face.summarise([f.landmarks for f in marked], cfg, [f.index for f in marked])
         s.row.update(landmark_frames=stats.frames, side_fraction=stats.side_fraction,
                      side_ratio_median=stats.ratio_median, side_ratio_min=stats.ratio_min,
-                     side_ratio_max=stats.ratio_max)
+                     side_ratio_max=stats.ratio_max, side_face_evidence=stats.evidence_json())
         if stats.is_side_dominated(cfg):
             raise Stop("side_face", f"{s.source_path}: side face in {stats.side_fraction:.0%} of "
                                     f"frames (max_side_fraction={cfg.max_side_fraction})")
@@ -208,15 +209,17 @@ class ClipCurator:
             if f.small is None:
                 continue
             c = [int(round(v * f.scale)) for v in (x0, y0, x1, y1)]
-            region = f.small[c[1]:c[3], c[0]:c[2]]
-            dets.append(self.text_detector(np.ascontiguousarray(region)))
+            region = np.ascontiguousarray(f.small[c[1]:c[3], c[0]:c[2]])
+            # Evidence is kept in input pixels, the coordinates of the crop box.
+            dets.append(self.text_detector.frame(f.index, region)
+                        .mapped(f.scale, c[0] / f.scale, c[1] / f.scale))
             f.small = None
         stats = text.summarise(dets, self.cfg.text)
         s.row.update(ocr_frames=stats.frames, has_text=stats.has_text, text_score=stats.max_score,
-                     text_boxes=stats.boxes, text_area_fraction=stats.area_fraction)
+                     text_boxes=stats.boxes, text_frames=stats.text_frames,
+                     text_area_fraction=stats.area_fraction, text_evidence=stats.evidence_json())
         if stats.has_text:
-            raise Stop("text", f"{s.source_path}: text found (score {stats.max_score:.2f}, "
-                               f"{stats.boxes} boxes over {stats.frames} frames)")
+            raise Stop("text", f"{s.source_path}: {stats.describe()}")
 
     def write_clip(self, s: ClipState) -> None:
         cfg = self.cfg

@@ -50,16 +50,38 @@ class SideFaceConfig:
 @dataclass
 class TextConfig:
     backend: Literal["rapidocr", "paddleocr"] = "rapidocr"
-    frames: int = 5               # frames spread over the clip, not only the first
+    frames: int = 5               # frames spread over the clip (plus the last one)
     limit_side_len: int = 512     # PP-OCR det input side; 512 halves the time of 736
-    box_thresh: float = 0.5       # DB detector threshold for a box to be returned
-    min_score: float = 0.6        # a box at or above this score is text
-    # DB also fires on earrings, window frames and whole blurry frames; burnt-in text
-    # comes as horizontal lines, so a box must be wider than tall and not span the frame.
-    min_aspect: float = 1.5       # box width / height along its own orientation
-    max_height_fraction: float = 0.25  # box height / image height
-    min_text_frames: int = 1      # frames with text needed to reject the clip
+    # DB's box score floor. It is only a candidate filter: on faces, hair and plain walls
+    # DB returns boxes at 0.5-0.75, as high as small real text, so the score cannot decide.
+    box_thresh: float = 0.5
+    # A text line's shape. DB pads a box by about half a line height, so a three-letter
+    # word comes out at width/height ~1.5: 1.2 keeps short logos, while boxes taller than
+    # wide (earrings, collars, an eye) go. A box taller than a quarter of the crop is a
+    # face, a shoulder or a wall, never a line of burnt-in text.
+    min_aspect: float = 1.2       # box width / height along its own orientation
+    max_height_fraction: float = 0.25  # box height / crop height
+    # The PP-OCR recogniser must read a line-shaped box: real text reads at a line score
+    # of 0.95-1.0 even at 12 px, DB's false boxes read as one odd glyph at 0.2-0.5. 0.95 is
+    # the authors' threshold. `recognize: false` decides on detector and shape alone (the
+    # old behaviour: faster by the recogniser's share of the text step, less precise).
+    recognize: bool = True
+    min_rec_score: float = 0.95
+    # Burnt-in text persists: the same line must be read on this many analysed frames
+    # (~1.6 s apart over an 8 s clip). Something read once is a passing object or a fluke.
+    min_text_frames: int = 2
+    # Two boxes are on the same line when their vertical extents overlap by this share of
+    # the shorter one; x is ignored because tickers scroll and subtitles change length.
+    min_line_overlap: float = 0.5
     paddle_det_model_dir: str | None = None   # local PP-OCR det model for the paddleocr backend
+    paddle_rec_model_dir: str | None = None   # local PP-OCR rec model for the paddleocr backend
+
+    def __post_init__(self):
+        if self.min_text_frames < 1:
+            raise ValueError(f"min_text_frames must be at least 1, got {self.min_text_frames}")
+        if self.min_text_frames > self.frames + 1:
+            raise ValueError(f"min_text_frames={self.min_text_frames} can never be met with "
+                             f"frames={self.frames} (plus the last frame) analysed")
 
 
 @dataclass

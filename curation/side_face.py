@@ -9,8 +9,9 @@ fraction of side frames.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,25 +43,45 @@ class SideFaceStats:
     ratio_median: float | None
     ratio_min: float | None
     ratio_max: float | None
+    # Per analysed frame: its index, alpha (None where infinite), the verdict and the
+    # three landmarks the rule reads, so a reviewer can redraw every decision.
+    evidence: dict = field(default_factory=dict)
+
+    def evidence_json(self) -> str:
+        return json.dumps(self.evidence, separators=(",", ":"))
 
     def is_side_dominated(self, cfg: SideFaceConfig) -> bool:
         return self.side_fraction is not None and self.side_fraction > cfg.max_side_fraction
 
 
-def summarise(points: list[np.ndarray], cfg: SideFaceConfig) -> SideFaceStats:
-    """Clip statistics from per-frame 68x2 landmark arrays."""
+def summarise(points: list[np.ndarray], cfg: SideFaceConfig,
+              frames: list[int] | None = None) -> SideFaceStats:
+    """Clip statistics from per-frame 68x2 landmark arrays; `frames` are their indices
+    in the video (for the evidence), 0.. by default."""
+    frames = list(range(len(points))) if frames is None else [int(i) for i in frames]
+    if len(frames) != len(points):
+        raise ValueError(f"{len(frames)} frame indices for {len(points)} landmark sets")
     if not points:
-        return SideFaceStats(0, None, None, None, None)
+        return SideFaceStats(0, None, None, None, None, {"frames": [], "alpha": [], "side": [],
+                                                         "points": []})
     side = [is_side_face(p[LEFT_EYE_OUTER, 0], p[RIGHT_EYE_OUTER, 0], p[NOSE_TIP, 0], cfg) for p in points]
     ratios = np.array([eye_nose_ratio(p[LEFT_EYE_OUTER, 0], p[RIGHT_EYE_OUTER, 0], p[NOSE_TIP, 0])
                        for p in points])
     finite = ratios[np.isfinite(ratios)]
+    evidence = {
+        "frames": frames,
+        "alpha": [round(float(r), 4) if math.isfinite(r) else None for r in ratios],
+        "side": [bool(v) for v in side],
+        "points": [np.round(p[[NOSE_TIP, LEFT_EYE_OUTER, RIGHT_EYE_OUTER]], 1).ravel().tolist()
+                   for p in points],   # x30, y30, x36, y36, x45, y45 in input pixels
+    }
     return SideFaceStats(
         frames=len(points),
         side_fraction=float(np.mean(side)),
         ratio_median=float(np.median(ratios)),  # the median of a few infs stays finite
         ratio_min=float(finite.min()) if finite.size else None,
         ratio_max=float(finite.max()) if finite.size else None,
+        evidence=evidence,
     )
 
 

@@ -27,15 +27,16 @@ Storage, and why
   clip by frame range would save bytes but makes shards depend on another folder and
   makes the loader decode from the clip's start for every window.)
 
-Shards live in `OUT/shards/RECIPE-seedSEED/shard-NNNNNN.parquet`, several pairs each, cut
-at `max_bytes` (256 MB by default) or `max_pairs`, one Parquet row group per few pairs so
+Shards live in `OUT/shards/RECIPE-seedSEED/shard-<time>-<pid>-<hex>.parquet` (names no two
+writers can share), the pairs of one or more whole clips each (the pipeline flushes at clip
+boundaries, so a clip is durable before its manifest rows are written), cut at `max_bytes`
+(256 MB by default) or `max_pairs`, one Parquet row group per few pairs so
 the loader can read pairs without reading a whole shard.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,10 +45,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stc.core.fs import atomic_path
+from stc.core.names import SHARDS_DIR
 from stc.degrade.codec import decode_h264
 from stc.degrade.recipe import replay
 from stc.degrade.video import lq_from_bitstream
-from stc.manifests.io import atomic_path
+from stc.manifests.io import new_part_name
 from stc.manifests.schema import ManifestSchema
 
 HQ_FORMAT = "h264"
@@ -82,11 +85,11 @@ SHARD_SCHEMA = ManifestSchema(
     ]),
 )
 
-_SHARD = re.compile(r"^shard-(\d{6})\.parquet$")
+SHARD_GLOB = "shard-*.parquet"
 
 
 def shard_dir(out: Path, recipe: str, seed: int) -> Path:
-    return Path(out) / "shards" / f"{recipe}-seed{seed}"
+    return Path(out) / SHARDS_DIR / f"{recipe}-seed{seed}"
 
 
 def decode_pair(row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +120,6 @@ class ShardWriter:
         self.out = Path(out)
         self.dir = shard_dir(out, recipe, seed)
         self.dir.mkdir(parents=True, exist_ok=True)
-        existing = [int(m.group(1)) for p in self.dir.iterdir() if (m := _SHARD.match(p.name))]
-        self._next = max(existing) + 1 if existing else 0
         self.max_bytes, self.max_pairs, self.flush_seconds = max_bytes, max_pairs, flush_seconds
         self._rows: list[dict[str, Any]] = []
         self._extra: list[Any] = []
@@ -139,11 +140,10 @@ class ShardWriter:
         self._last = time.monotonic()
         if not self._rows:
             return []
-        path = self.dir / f"shard-{self._next:06d}.parquet"
+        path = self.dir / new_part_name("shard")
         table = SHARD_SCHEMA.table(self._rows)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_PAIRS, compression="none")
-        self._next += 1
         rel = str(path.relative_to(self.out))
         done = [(rel, i, e) for i, e in enumerate(self._extra)]
         self._rows, self._extra, self._bytes = [], [], 0

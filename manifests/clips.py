@@ -73,12 +73,17 @@ _fields = [
     ("side_ratio_median", pa.float64()),
     ("side_ratio_min", pa.float64()),
     ("side_ratio_max", pa.float64()),
-    # text (PP-OCR detection)
+    # JSON {"frames", "alpha" (null: infinite), "side", "points" [x30,y30,x36,y36,x45,y45]}
+    ("side_face_evidence", pa.string()),
+    # text (PP-OCR detection, line shape, recognition, persistence over frames)
     ("ocr_frames", pa.int32()),
     ("has_text", pa.bool_()),
-    ("text_score", pa.float64()),
-    ("text_boxes", pa.int32()),
+    ("text_score", pa.float64()),       # best recogniser score of a line-shaped box
+    ("text_boxes", pa.int32()),         # boxes judged text
+    ("text_frames", pa.int32()),        # analysed frames with persistent text
     ("text_area_fraction", pa.float64()),
+    # JSON {"frames", "boxes": [{frame, poly (input px), det, text, rec, verdict}]}
+    ("text_evidence", pa.string()),
     # motion (paper Sec. 6.2), on the written clip
     ("motion_intensity", pa.float64()),  # mean over frame pairs of changed-pixel fraction
     ("motion_sum", pa.int64()),          # total changed pixels over the clip

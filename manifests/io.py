@@ -1,61 +1,30 @@
 """Reading and writing manifests as Parquet part files.
 
-A manifest is a folder `NAME.parquet/` of `part-NNNNNN.parquet` files (or one plain
-Parquet file, for reading). Writers flush small parts often and atomically, so an
-interrupted run keeps everything it finished and a rerun can skip it. When a key appears
-in several parts, the latest part wins: that is how a retried row replaces an old one.
+A manifest is a folder `NAME.parquet/` of part files (or one plain Parquet file, for
+reading). Writers add the rows of one input as one atomic part, so an interrupted run keeps
+every input it finished, whole, and a rerun can skip it. Part names carry a nanosecond time,
+the process id and random bits, so two writers can never overwrite each other's parts (the
+output lock keeps them apart anyway). When a key appears in several parts, the latest part
+wins: that is how a retried row replaces an old one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
+import secrets
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stc.core.fs import atomic_path
 from stc.manifests.schema import ManifestError, ManifestSchema
 
-_PART = re.compile(r"^part-(\d{6})\.parquet$")
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
-_UMASK = _read_umask()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it into place only on success.
-
-    Readers never see a half-written file, and a crash leaves only a dot-file that the
-    next run ignores.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp",
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        if tmp_path.exists():
-            # mkstemp creates 0600; give the result the permissions a plain open() would.
-            os.chmod(tmp_path, 0o666 & ~_UMASK)
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+# part-NNNNNN.parquet (stc 0.1) or part-<time ns, 20 digits>-<pid>-<hex>.parquet
+_PART = re.compile(r"^part-(\d{6}|\d{20}-\d+-[0-9a-f]+)\.parquet$")
 
 
 def write_table(table: pa.Table, path: str | Path) -> None:
@@ -63,9 +32,20 @@ def write_table(table: pa.Table, path: str | Path) -> None:
         pq.write_table(table, tmp)
 
 
+def _part_order(p: Path) -> tuple[int, str]:
+    stamp = _PART.match(p.name).group(1)
+    # stc 0.1's numbered parts all come before time-stamped ones
+    return (0, stamp) if len(stamp) == 6 else (1, stamp)
+
+
 def _parts(path: Path) -> list[Path]:
     parts = [p for p in path.iterdir() if _PART.match(p.name)]
-    return sorted(parts, key=lambda p: int(_PART.match(p.name).group(1)))
+    return sorted(parts, key=_part_order)
+
+
+def new_part_name(prefix: str = "part") -> str:
+    """A part or shard file name no other writer, process or host can produce."""
+    return f"{prefix}-{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
 
 
 def manifest_files(path: str | Path) -> list[Path]:
@@ -79,8 +59,12 @@ def manifest_files(path: str | Path) -> list[Path]:
 
 
 class ManifestWriter:
-    """Append rows to a manifest folder, flushing a part every `flush_every` rows or
-    `flush_seconds`, whichever comes first."""
+    """Append rows to a manifest folder.
+
+    `add_item(rows)` writes the rows of one input as one part at once: an input is in the
+    manifest whole or not at all, which is what resume relies on. `add(row)` buffers single
+    rows and flushes every `flush_every` rows or `flush_seconds`.
+    """
 
     def __init__(self, path: str | Path, schema: ManifestSchema, flush_every: int = 16,
                  flush_seconds: float = 30.0):
@@ -94,11 +78,10 @@ class ManifestWriter:
         self.schema = schema
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
-        existing = _parts(self.path)
-        self._next = int(_PART.match(existing[-1].name).group(1)) + 1 if existing else 0
         self._rows: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self.rows_written = 0
+        self.bytes_written = 0
 
     def add(self, row: Mapping[str, Any]) -> None:
         self._rows.append(dict(row))
@@ -106,15 +89,25 @@ class ManifestWriter:
                 or time.monotonic() - self._last_flush >= self.flush_seconds):
             self.flush()
 
+    def add_item(self, rows: list[Mapping[str, Any]]) -> None:
+        self._rows.extend(dict(r) for r in rows)
+        self.flush()
+
     def flush(self) -> None:
         self._last_flush = time.monotonic()
         if not self._rows:
             return
         table = self.schema.table(self._rows)
-        write_table(table, self.path / f"part-{self._next:06d}.parquet")
-        self._next += 1
+        target = self.path / new_part_name()
+        write_table(table, target)
         self.rows_written += len(self._rows)
+        self.bytes_written += target.stat().st_size
         self._rows = []
+
+    def discard(self) -> int:
+        """Drop buffered rows (after a failed flush); returns how many were dropped."""
+        n, self._rows = len(self._rows), []
+        return n
 
     def __enter__(self) -> "ManifestWriter":
         return self
@@ -122,6 +115,23 @@ class ManifestWriter:
     def __exit__(self, *exc: Any) -> None:
         # Flush even on error or Ctrl-C: the rows finished so far are real work.
         self.flush()
+
+
+def compact(path: str | Path, schema: ManifestSchema, min_parts: int = 64) -> bool:
+    """Merge a folder of many small parts into one (latest row per key), atomically.
+
+    Only while holding the folder's output lock. The merged part is written before the old
+    parts are removed, and readers take the latest row per key, so a crash in between
+    leaves duplicates that read the same."""
+    path = Path(path)
+    parts = manifest_files(path) if path.is_dir() else []
+    if len(parts) < min_parts:
+        return False
+    table = read_table(path, schema)
+    write_table(table, path / new_part_name())
+    for p in parts:
+        p.unlink()
+    return True
 
 
 def read_table(path: str | Path, schema: ManifestSchema, validate: bool = True) -> pa.Table:
@@ -161,17 +171,6 @@ def finished_keys(path: str | Path, schema: ManifestSchema) -> dict[str, str]:
     table = read_table(path, schema, validate=False)
     status = table.column("status").to_pylist() if "status" in table.column_names else [""] * len(table)
     return dict(zip(table.column(schema.key).to_pylist(), status))
-
-
-def read_ray(path: str | Path, schema: ManifestSchema):
-    """The manifest as a Ray Dataset, for pipelines that consume it on a cluster.
-
-    Duplicated keys are resolved first on the driver (manifests are small: one row per
-    clip), so downstream stages see exactly the rows `read_manifest` returns.
-    """
-    import ray
-
-    return ray.data.from_arrow(read_table(path, schema))
 
 
 def locate_manifest(path: str | Path, default_name: str = "manifest.parquet") -> Path:

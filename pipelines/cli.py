@@ -9,9 +9,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from stc.core.config import ConfigError
+from stc.core.fs import DiskFull, OutputLocked
+from stc.core.runtime import RayUnavailable, WorkersFailed
 from stc.manifests.schema import ManifestError
+
+# Wrong input or settings: the user fixes the command (exit 2).
+USAGE_ERRORS = (ConfigError, ManifestError, FileNotFoundError, OutputLocked)
+# The run could not go on; finished work is kept and a rerun resumes (exit 1).
+RUN_ERRORS = (DiskFull, RayUnavailable, WorkersFailed)
 
 # In the order of the workflow: curate -> degrade -> train -> enhance -> eval; stats audits.
 COMMANDS = [
@@ -29,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stc",
         description="Build video face restoration training data and train STC models.",
     )
+    parser.add_argument("--version", action="version", version=f"stc {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).add_parser(sub)
@@ -44,12 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         print("stc: interrupted; finished work is saved, rerun the same command to resume",
               file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - every user-facing failure ends here
+    except USAGE_ERRORS as exc:
+        print(f"stc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RUN_ERRORS as exc:
+        print(f"stc {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
-        if isinstance(exc, (ConfigError, ManifestError, FileNotFoundError)):
-            print(f"stc {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+
+def _version() -> str:
+    try:
+        return version("stc")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`stc degrade`: curated clips -> paired LQ-HQ shards, with Ray Data.
+"""`stc degrade`: curated clips -> paired LQ-HQ shards, on the shared Ray driver.
 
     stc degrade CURATED_DIR --out DIR --recipe bfvr --seed 0 [--window 24] [--size 512]
 
@@ -6,18 +6,18 @@ reads the `status == kept` rows of `CURATED_DIR/manifest.parquet`, cuts each cli
 T-frame windows, degrades every window with the recipe (`degrade/recipes/*.yaml` by
 name, or a YAML file) and writes
 
-* `DIR/shards/RECIPE-seedSEED/shard-NNNNNN.parquet`: the pairs (see `degrade.shards`),
+* `DIR/shards/RECIPE-seedSEED/shard-*.parquet`: the pairs (see `degrade.shards`),
 * `DIR/pairs.parquet/`: the pairs manifest (`manifests.pairs.PAIRS_SCHEMA`), one row per
   pair and one error row per clip that gave none,
 * `DIR/runs/RECIPE-seedSEED.yaml` (the resolved recipe and window options) and
   `DIR/runs/RECIPE-seedSEED.stats.json` (the last run's summary).
 
-Several recipes and seeds can share one DIR. Actors return whole clips to the driver,
-which writes shards as they fill and records a pair in the manifest only once its shard
-exists: an interrupted run keeps every shard written, and a rerun skips the clips that
-already have rows for this recipe and seed (error rows too, unless --retry-errors). Pairs
-of a shard written just before a crash but not yet in the manifest are never read (the
-loader reads only what the manifest lists) and are made again.
+Several recipes and seeds can share one DIR (one run at a time: the folder is locked).
+Actors return whole clips; the driver writes a clip's shard, then all of the clip's manifest
+rows as one atomic part, so a clip is done only when all its pairs are durable. kill -9
+loses at most the clips in flight; a rerun skips the clips that have rows for this recipe
+and seed (error rows too, unless --retry-errors) and deletes shards a killed run wrote but
+never recorded.
 """
 
 from __future__ import annotations
@@ -25,42 +25,33 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import pickle
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from stc.core.config import ConfigError, from_dict, to_dict
-from stc.core.runtime import add_ray_args, init_ray, map_with_actors
+from stc.core.names import PAIRS_MANIFEST, RUNS_DIR
+from stc.core.runtime import RayOptions
+from stc.degrade.pixel_flicker import check_model
 from stc.degrade.recipe import Recipe, load_recipe
-from stc.degrade.shards import ShardWriter
+from stc.degrade.shards import SHARD_GLOB, ShardWriter
 from stc.degrade.windows import WindowOptions, degrade_clip, software_versions
 from stc.manifests.clips import CLIP_SCHEMA
-from stc.manifests.io import (
-    ManifestWriter,
-    atomic_path,
-    locate_manifest,
-    manifest_files,
-    read_manifest,
-    read_table,
-)
+from stc.manifests.io import locate_manifest, manifest_files, read_manifest, read_table
 from stc.manifests.pairs import PAIRS_SCHEMA
-
-MANIFEST_NAME = "pairs.parquet"
+from stc.pipelines.driver import Pipeline, run_pipeline
+from stc.pipelines.options import add_ray_args, non_negative_int, positive_int
 
 
 def resolve_manifest(path: str | Path) -> tuple[Path, Path]:
     """(manifest path, folder clip paths are relative to) for `DIR` or `DIR/manifest.parquet`."""
-
     p = locate_manifest(path)
     return p, p.parent
 
 
 class DegradeWorker:
-    """Ray Data actor: degrades whole clips; returns a clip's rows pickled in one row
-    (they carry megabytes of bytes, which JSON would inflate)."""
+    """Ray actor: degrades whole clips, returning every pair of a clip at once."""
 
     def __init__(self, recipe: dict[str, Any], seed: int, opts: dict[str, Any], device: str):
         self.recipe = from_dict(Recipe, recipe)
@@ -70,7 +61,7 @@ class DegradeWorker:
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         rows = degrade_clip(item, Path(item["clip_path"]), self.recipe, self.seed, self.opts,
                             self.device)
-        return {"clip_id": item["clip_id"], "result": pickle.dumps(rows)}
+        return {"rows": rows}
 
 
 def settings_of(recipe, opts) -> dict[str, Any]:
@@ -90,42 +81,33 @@ def _manifest_row(r: dict[str, Any], settings: str, source: str, software: str) 
     return row
 
 
-def _previous(pairs_path: Path, recipe: str, seed: int, current: str) -> dict[str, str]:
-    """clip_id -> status of the clips already done for this recipe and seed; refuses a
-    folder where they were made with other settings (the shards would mix them)."""
-
+def _previous(pairs_path: Path, recipe: str, seed: int) -> tuple[dict[str, str], set[str]]:
+    """(clip_id -> status of the clips done for this recipe and seed, shard files they use)."""
     if not manifest_files(pairs_path):
-        return {}
+        return {}, set()
     rows = [r for r in read_table(pairs_path, PAIRS_SCHEMA)
-            .select(["clip_id", "recipe", "seed", "status", "settings_hash"]).to_pylist()
+            .select(["clip_id", "recipe", "seed", "status", "lq_path_or_shard"]).to_pylist()
             if r["recipe"] == recipe and r["seed"] == seed]
-    other = {r["settings_hash"] for r in rows} - {current}
-    if other:
-        raise ConfigError(
-            f"{pairs_path} already holds recipe {recipe!r} seed {seed} made with other settings "
-            f"(hash {sorted(other)}, now {current}; see {pairs_path.parent}/runs/): use another "
-            "--out, another --seed, or give the changed recipe another name")
     status: dict[str, str] = {}
     for r in rows:   # a clip is ok when any of its rows is: error rows are per clip
         status[r["clip_id"]] = "ok" if "ok" in (r["status"], status.get(r["clip_id"])) else r["status"]
-    return status
+    return status, {r["lq_path_or_shard"] for r in rows if r["lq_path_or_shard"]}
 
 
 def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfvr", seed: int = 0,
                 opts=None, device: str = "auto", address: str | None = None,
                 num_cpus: int | None = None, workers: int | None = None,
                 retry_errors: bool = False, limit: int = 0, shard_mb: float = 256,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, verbose: bool = False) -> dict[str, Any]:
     """Degrade the kept clips of `manifest` into `out`; returns the run summary."""
-    import yaml
-    from tqdm import tqdm
-
     opts = opts or WindowOptions()
     rec = load_recipe(recipe)
     mpath, root = resolve_manifest(manifest)
     if not manifest_files(mpath):
         raise FileNotFoundError(f"curated manifest {mpath} not found; run `stc curate` first "
                                 "and give its output folder (or its manifest.parquet)")
+    if limit < 0:
+        raise ConfigError(f"--limit must be 0 (all) or more, got {limit}")
     clips = read_manifest(mpath, CLIP_SCHEMA)
     kept = clips[clips["status"] == "kept"]
     if limit:
@@ -134,96 +116,97 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
         raise FileNotFoundError(f"{mpath} has no kept clips ({len(clips)} rows); nothing to degrade")
 
     out = Path(out)
-    pairs_path = out / MANIFEST_NAME
+    pairs_path = out / PAIRS_MANIFEST
     settings = settings_of(rec, opts)
     digest = settings_hash(settings)
-    done = _previous(pairs_path, rec.name, seed, digest)
-    todo = [{"clip_id": r.clip_id, "clip_path": str(root / r.clip_path), "source": str(r.clip_path),
-             "clip_fps": float(r.clip_fps) if r.clip_fps == r.clip_fps and r.clip_fps else 25.0}
-            for r in kept.itertuples()
-            if r.clip_id not in done or (retry_errors and done[r.clip_id] == "error")]
-    if rec.uses_diffusion and todo:
-        from stc.degrade.pixel_flicker import check_model
-
+    done, used_shards = _previous(pairs_path, rec.name, seed)
+    items = [{"clip_id": r.clip_id, "clip_path": str(root / r.clip_path), "source": str(r.clip_path),
+              "clip_fps": float(r.clip_fps) if r.clip_fps == r.clip_fps and r.clip_fps else 25.0}
+             for r in kept.itertuples()]
+    if rec.uses_diffusion and any(it["clip_id"] not in done for it in items):
         for step in rec.steps:
             if step.kind == "pixel_flicker":
                 check_model(step.pixel_flicker.model)
     run_name = f"{rec.name}-seed{seed}"
-    with atomic_path(out / "runs" / f"{run_name}.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump({**settings, "seed": seed}, sort_keys=False))
-    print(f"stc degrade: {rec.name} seed {seed}: {len(kept)} kept clips, {len(kept) - len(todo)} "
-          f"already in {pairs_path}, {len(todo)} to process", file=sys.stderr)
-
+    software = software_versions()
+    shards = ShardWriter(out, rec.name, seed, max_bytes=int(shard_mb * (1 << 20)))
     counts: Counter = Counter()
-    t0 = time.perf_counter()
-    if todo:
-        import ray
 
-        init_ray(address, num_cpus)
-        gpus = int(ray.cluster_resources().get("GPU", 0)) if rec.uses_diffusion and device != "cpu" else 0
-        results = map_with_actors(
-            todo, DegradeWorker,
-            {"recipe": settings["recipe"], "seed": seed, "opts": settings["window"], "device": device},
-            workers or gpus or None, num_cpus=1, num_gpus=1 if gpus else 0)
-        software = software_versions()
-        source = {t["clip_id"]: t["source"] for t in todo}
-        shards = ShardWriter(out, rec.name, seed, max_bytes=int(shard_mb * (1 << 20)))
+    def remove_orphans() -> None:
+        # Shards a killed run wrote before recording their pairs: never read, made again.
+        for f in shards.dir.glob(SHARD_GLOB):
+            if str(f.relative_to(out)) not in used_shards:
+                f.unlink()
 
-        def record(writer: ManifestWriter, written) -> None:
-            for rel, i, row in written:
-                writer.add({**row, "lq_path_or_shard": rel, "shard_row": i})
-            if written:
-                writer.flush()
+    def to_rows(item: dict[str, Any], payload: dict[str, Any]) -> list[dict[str, Any]]:
+        rows, extra = [], []
+        for r in payload["rows"]:
+            mrow = _manifest_row(r, digest, item["source"], software)
+            if r["status"] == "ok":
+                counts["pairs"] += 1
+                counts["frames"] += r["num_frames"]
+                counts["hq_bytes"] += len(r["hq"])
+                counts["lq_bytes"] += len(r["lq"])
+                extra += shards.add(r, extra=mrow)
+            else:
+                counts["error_clips"] += 1
+                rows.append(mrow)
+        # Flushed at the clip boundary: the clip's shard is durable before its rows are.
+        extra += shards.flush()
+        rows += [{**mrow, "lq_path_or_shard": rel, "shard_row": i} for rel, i, mrow in extra]
+        return rows
 
-        bar = tqdm(total=len(todo), unit="clip", desc=f"degrade {rec.name}", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
-        with ManifestWriter(pairs_path, PAIRS_SCHEMA) as writer:
-            try:
-                for result in results:
-                    for r in pickle.loads(result["result"]):
-                        mrow = _manifest_row(r, digest, source[r["clip_id"]], software)
-                        if r["status"] == "ok":
-                            counts["pairs"] += 1
-                            counts["frames"] += r["num_frames"]
-                            counts["hq_bytes"] += len(r["hq"])
-                            counts["lq_bytes"] += len(r["lq"])
-                            record(writer, shards.add(r, extra=mrow))
-                        else:
-                            counts["error_clips"] += 1
-                            writer.add(mrow)
-                    counts["clips"] += 1
-                    bar.update(1)
-                    bar.set_postfix(pairs=counts["pairs"], errors=counts["error_clips"], refresh=False)
-            except Exception as exc:
-                raise RuntimeError(
-                    f"the Ray pipeline stopped ({type(exc).__name__}: {exc}); finished shards are "
-                    f"recorded in {pairs_path}: rerun the same command to resume") from exc
-            finally:
-                bar.close()
-                record(writer, shards.flush())
+    def error_rows(item: dict[str, Any], message: str) -> list[dict[str, Any]]:
+        counts["error_clips"] += 1
+        return [{"pair_id": f"{rec.name}-{seed}-{item['clip_id']}-error", "clip_id": item["clip_id"],
+                 "recipe": rec.name, "seed": seed, "window": -1, "status": "error",
+                 "reason": "internal_error", "message": f"{item['clip_path']}: {message}",
+                 "settings_hash": digest, "source_clip": item["source"], "software": software}]
 
-    pairs = read_manifest(pairs_path, PAIRS_SCHEMA) if manifest_files(pairs_path) else None
-    mine = pairs[(pairs.recipe == rec.name) & (pairs.seed == seed)] if pairs is not None else None
-    summary = {
-        "recipe": rec.name, "seed": seed, "settings_hash": digest,
-        "kept_clips": len(kept), "processed_clips": len(todo), "skipped_clips": len(kept) - len(todo),
-        "new_pairs": counts["pairs"], "new_error_clips": counts["error_clips"],
-        "new_frames": counts["frames"],
-        "wall_seconds": round(time.perf_counter() - t0, 3),
-        "bytes_per_pair": round((counts["hq_bytes"] + counts["lq_bytes"]) / counts["pairs"])
-        if counts["pairs"] else None,
-        "lq_bytes_per_pair": round(counts["lq_bytes"] / counts["pairs"]) if counts["pairs"] else None,
-        "total_pairs": int((mine.status == "ok").sum()) if mine is not None else 0,
-        "total_error_rows": int((mine.status == "error").sum()) if mine is not None else 0,
-        "manifest": str(pairs_path),
-    }
-    if todo:
-        with atomic_path(out / "runs" / f"{run_name}.stats.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=2))
+    pipeline = Pipeline(
+        name=f"degrade {rec.name}", unit="clip", out=out, worker=DegradeWorker,
+        worker_kwargs={"recipe": settings["recipe"], "seed": seed, "opts": settings["window"],
+                       "device": device},
+        key="clip_id", to_rows=to_rows, error_rows=error_rows,
+        manifest=pairs_path, schema=PAIRS_SCHEMA,
+        settings={**settings, "seed": seed}, settings_file=out / RUNS_DIR / f"{run_name}.yaml",
+        settings_hint=f"use another --out, another --seed, or give the changed recipe another "
+                      f"name than {rec.name!r}",
+        stats_file=out / RUNS_DIR / f"{run_name}.stats.json",
+        num_gpus=1 if rec.uses_diffusion and device != "cpu" and _gpus(address) else 0,
+        loading="loading the diffusion model" if rec.uses_diffusion else "starting workers",
+        prepare=remove_orphans)
+    def run_stats() -> dict[str, Any]:
+        pairs = read_manifest(pairs_path, PAIRS_SCHEMA) if manifest_files(pairs_path) else None
+        mine = pairs[(pairs.recipe == rec.name) & (pairs.seed == seed)] if pairs is not None else None
+        n = counts["pairs"]
+        return {
+            "recipe": rec.name, "seed": seed, "settings_hash": digest,
+            "kept_clips": len(kept), "new_pairs": n, "new_error_clips": counts["error_clips"],
+            "new_frames": counts["frames"],
+            "bytes_per_pair": round((counts["hq_bytes"] + counts["lq_bytes"]) / n) if n else None,
+            "lq_bytes_per_pair": round(counts["lq_bytes"] / n) if n else None,
+            "total_pairs": int((mine.status == "ok").sum()) if mine is not None else 0,
+            "total_error_rows": int((mine.status == "error").sum()) if mine is not None else 0,
+            "manifest": str(pairs_path),
+        }
+
+    report = run_pipeline(pipeline, items, done, retry_errors=retry_errors,
+                          ray=RayOptions(address, num_cpus, verbose), workers=workers,
+                          progress=progress, extra_stats=run_stats)
+    summary = {**report.stats(), **run_stats(),
+               "processed_clips": report.todo, "skipped_clips": report.skipped,
+               "all_failed": report.all_failed or (report.todo > 0 and counts["pairs"] == 0)}
     print(f"stc degrade: {summary['new_pairs']} new pairs, {summary['new_error_clips']} new error "
           f"rows; {summary['total_pairs']} pairs of {rec.name} seed {seed} in {pairs_path}",
           file=sys.stderr)
     return summary
+
+
+def _gpus(address: str | None) -> bool:
+    import torch
+
+    return torch.cuda.is_available() if address is None else True
 
 
 # --- CLI ---------------------------------------------------------------------------
@@ -246,10 +229,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hq-crf", type=int, default=10, help="libx264 CRF of the stored HQ (0 = -qp 0; default 10)")
     p.add_argument("--device", default="auto",
                    help="device of the pixel-flicker model: auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="parallel actors (default: one per CPU, or per GPU for pixel flicker)")
     p.add_argument("--retry-errors", action="store_true", help="process clips with error rows again")
-    p.add_argument("--limit", type=int, default=0, help="only the first N kept clips (default: all)")
+    p.add_argument("--limit", type=non_negative_int, default=0,
+                   help="only the first N kept clips (default 0: all)")
     p.add_argument("--shard-mb", type=float, default=256, help="shard size cap in MB (default 256)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     add_ray_args(p)
@@ -264,7 +248,8 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"bad window options: {exc}") from None
     summary = run_degrade(args.manifest, args.out, args.recipe, args.seed, opts, device=args.device,
                           address=args.address, num_cpus=args.num_cpus, workers=args.workers,
-                          retry_errors=args.retry_errors, limit=args.limit, shard_mb=args.shard_mb)
+                          retry_errors=args.retry_errors, limit=args.limit, shard_mb=args.shard_mb,
+                          verbose=args.verbose)
     if args.json:
         print(json.dumps(summary, indent=2))
-    return 0
+    return 1 if summary["all_failed"] else 0

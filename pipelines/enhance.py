@@ -24,12 +24,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stc.core.runtime import add_ray_args, init_ray, map_with_actors
+from stc.core.fs import write_text_atomic
+from stc.core.names import ENHANCE_STATS
+from stc.core.runtime import RayOptions
 from stc.core.video import FrameWriter, iter_frames, probe, rescale_frames
-from stc.manifests.io import atomic_path
-from stc.pipelines.curate import gather_inputs
-
-STATS_NAME = "enhance_stats.json"
+from stc.pipelines.driver import Pipeline, run_pipeline
+from stc.pipelines.inputs import gather_inputs
+from stc.pipelines.options import add_ray_args, positive_int
 
 
 def pick_device(device: str = "auto") -> str:
@@ -116,23 +117,19 @@ class Enhancer:
 
 
 class EnhanceWorker:
-    """Ray actor: one model, many videos; every video gives a result row, errors included."""
+    """Ray actor (or the in-process worker): one model, many videos."""
 
     def __init__(self, checkpoint: str, device: str, crf: float, preset: str):
         self.enhancer = Enhancer(checkpoint, device, crf, preset)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        try:
-            stats = self.enhancer.enhance(item["src"], item["dst"])
-            return {"src": item["src"], "dst": item["dst"], "status": "ok", "message": "",
-                    "stats": json.dumps(stats)}
-        except Exception as exc:  # a bad video is a row, never a stopped run
-            return {"src": item["src"], "dst": item["dst"], "status": "error",
-                    "message": f"{type(exc).__name__}: {exc}", "stats": "{}"}
+        stats = self.enhancer.enhance(item["src"], item["dst"])
+        return {"rows": [{"src": item["src"], "dst": item["dst"], "status": "ok", "message": "",
+                          "stats": stats}]}
 
 
 def _write_stats(out_dir: Path, enhancer_info: dict[str, Any], videos: dict[str, Any]) -> None:
-    path = out_dir / STATS_NAME
+    path = out_dir / ENHANCE_STATS
     old = json.loads(path.read_text()) if path.exists() else {}
     merged = {**old.get("videos", {}), **videos}
     ok = [v for v in merged.values() if v.get("chunks")]
@@ -140,17 +137,15 @@ def _write_stats(out_dir: Path, enhancer_info: dict[str, Any], videos: dict[str,
     summary = {**enhancer_info, "videos": merged,
                "seconds_per_clip": (sum(v["model_seconds"] for v in ok) * 24 / frames
                                     if frames else None)}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    write_text_atomic(path, json.dumps(summary, indent=2))
 
 
 def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, device: str = "auto",
                 crf: float = 18, preset: str = "medium", workers: int | None = None,
                 address: str | None = None, num_cpus: int | None = None,
-                overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                overwrite: bool = False, progress: bool = True,
+                verbose: bool = False) -> dict[str, Any]:
     """Restore one video into the file `out`, or several into the folder `out`."""
-    from tqdm import tqdm
-
     sources = [p for p, _ in gather_inputs(inputs)]
     if not sources:
         raise FileNotFoundError(f"no videos found in {inputs}")
@@ -159,49 +154,33 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
     out_dir = out.parent if single else out
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [{"src": s, "dst": str(out if single else out / (Path(s).stem + ".mp4"))} for s in sources]
-    todo = [j for j in jobs if overwrite or not Path(j["dst"]).exists()]
-    if len(todo) < len(jobs):
-        print(f"stc enhance: {len(jobs) - len(todo)} output(s) exist already, skipping them "
+    done = {} if overwrite else {j["dst"]: "ok" for j in jobs if Path(j["dst"]).exists()}
+    if done:
+        print(f"stc enhance: {len(done)} output(s) exist already, skipping them "
               "(--overwrite to redo)", file=sys.stderr)
     info = {"checkpoint": str(checkpoint), "device": pick_device(device)}
-    results: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    if len(todo) == 1 and not workers:
-        enhancer = Enhancer(checkpoint, device, crf, preset)
-        info.update(chunk_frames=enhancer.T, size=enhancer.size)
-        job = todo[0]
-        n = max(1, -(-_frame_count(job["src"]) // enhancer.T))
-        with tqdm(total=n, unit="clip", desc=f"enhance {Path(job['src']).name}",
-                  disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            try:
-                results[Path(job["dst"]).stem] = enhancer.enhance(job["src"], job["dst"], bar.update)
-            except Exception as exc:
-                errors[job["src"]] = f"{type(exc).__name__}: {exc}"
-    elif todo:
-        init_ray(address, num_cpus)
-        gpu = 1 if info["device"].startswith("cuda") else 0
-        rows = map_with_actors(todo, EnhanceWorker,
-                               {"checkpoint": str(checkpoint), "device": device, "crf": crf,
-                                "preset": preset}, workers, num_gpus=gpu)
-        for row in tqdm(rows, total=len(todo), unit="video", desc="enhance", disable=not progress,
-                        file=sys.stderr, dynamic_ncols=True):
-            if row["status"] == "ok":
-                results[Path(row["dst"]).stem] = json.loads(row["stats"])
-            else:
-                errors[row["src"]] = row["message"]
+    gpu = 1 if info["device"].startswith("cuda") else 0
+    pipeline = Pipeline(
+        name="enhance", unit="video", out=out_dir, worker=EnhanceWorker,
+        worker_kwargs={"checkpoint": str(checkpoint), "device": device, "crf": crf,
+                       "preset": preset}, key="dst",
+        to_rows=lambda item, payload: payload["rows"],
+        error_rows=lambda item, msg: [{"src": item["src"], "dst": item["dst"], "status": "error",
+                                       "message": msg, "stats": {}}],
+        num_gpus=gpu, in_process=len(jobs) - len(done) <= 1 and not workers,
+        loading="loading the Stage II model")
+    report = run_pipeline(pipeline, jobs, done, ray=RayOptions(address, num_cpus, verbose),
+                          workers=workers, progress=progress)
+    results = {Path(r["dst"]).stem: r["stats"] for r in report.collected if r["status"] == "ok"}
+    errors = {r["src"]: r["message"] for r in report.collected if r["status"] != "ok"}
     if results:
+        first = next(iter(results.values()))
+        info.update(chunk_frames=first.get("chunk_frames"))
         _write_stats(out_dir, info, results)
     for src, msg in errors.items():
         print(f"stc enhance: {src}: {msg}", file=sys.stderr)
     return {"outputs": [j["dst"] for j in jobs], "done": len(results), "errors": errors,
-            "stats": str(out_dir / STATS_NAME)}
-
-
-def _frame_count(path: str) -> int:
-    try:
-        return max(1, probe(path).num_frames)
-    except Exception:
-        return 1
+            "stats": str(out_dir / ENHANCE_STATS)}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -217,7 +196,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--crf", type=float, default=18, help="libx264 CRF of the output (default 18)")
     p.add_argument("--preset", default="medium", help="libx264 preset (default medium)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="Ray actors for several videos (default: one per CPU, or per GPU)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     add_ray_args(p)
@@ -226,6 +205,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     summary = run_enhance(args.inputs, args.out, args.checkpoint, args.device, args.crf,
-                          args.preset, args.workers, args.address, args.num_cpus, args.overwrite)
+                          args.preset, args.workers, args.address, args.num_cpus, args.overwrite,
+                          verbose=args.verbose)
     print(json.dumps(summary, indent=2))
     return 1 if summary["errors"] else 0

@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from stc.core.config import ConfigError, from_dict, load_config, to_dict
-from stc.core.runtime import add_ray_args, init_ray, map_with_actors
-from stc.manifests.io import atomic_path, write_table
-from stc.pipelines.curate import VIDEO_EXTENSIONS
+from stc.core.fs import atomic_path
+from stc.core.names import ENHANCE_STATS
+from stc.core.runtime import RayOptions
+from stc.manifests.io import write_table
+from stc.pipelines.driver import Pipeline, run_pipeline
+from stc.pipelines.inputs import VIDEO_EXTENSIONS
+from stc.pipelines.options import add_ray_args
 
-SIDECAR = "enhance_stats.json"
 TABLE_COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"),
                  ("akd", "AKD", "{:.3f}"), ("ids", "IDS", "{:.4f}"), ("face_cons", "FaceCons", "{:.4f}"),
                  ("flow_epe", "FlowEPE", "{:.3f}"), ("seconds_per_clip", "s/clip", "{:.3f}"))
@@ -83,7 +86,7 @@ def pair_inputs(pred: str | Path, gt: str | Path) -> list[dict[str, Any]]:
 def read_sidecar(pred: str | Path) -> tuple[float | None, dict[str, float]]:
     """(seconds_per_clip for all videos, per-stem overrides) from PRED/enhance_stats.json."""
     pred = Path(pred)
-    path = (pred if pred.is_dir() else pred.parent) / SIDECAR
+    path = (pred if pred.is_dir() else pred.parent) / ENHANCE_STATS
     if not path.is_file():
         return None, {}
     try:
@@ -109,15 +112,14 @@ class EvalWorker:
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         row, info = self.evaluator(item["video"], item["pred_path"], item["gt_path"],
                                    item.get("seconds_per_clip"))
-        # JSON strings keep Ray from inferring Arrow types from a block of nulls.
-        return {"row": json.dumps(row), "info": json.dumps(info)}
+        return {"rows": [{**row, "_info": info}]}
 
 
-def _paired_error(item: dict[str, Any]) -> dict[str, Any]:
+def _error_row(item: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
     from stc.model.metrics.video import error_row
 
-    row = error_row(item["video"], item["pred_path"], item["gt_path"], item["reason"], item["message"])
-    return {"row": json.dumps(row), "info": json.dumps({"seconds": 0.0, "fvd": None})}
+    row = error_row(item["video"], item["pred_path"], item["gt_path"], reason, message)
+    return {**row, "_info": {"seconds": 0.0, "fvd": None}}
 
 
 def check_weights(cfg) -> None:
@@ -140,14 +142,13 @@ def check_weights(cfg) -> None:
 # --- driver ------------------------------------------------------------------------
 def evaluate_dirs(pred: str | Path, gt: str | Path, cfg=None, out: str | Path | None = None,
                   workers: int = 1, address: str | None = None, num_cpus: int | None = None,
-                  progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  progress: bool = True, verbose: bool = False
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Evaluate every pair of `pred` and `gt` (folders or files).
 
     Returns (rows sorted by video, summary). With `out`, writes the rows to that Parquet
     file (EVAL_SCHEMA) and the summary to OUT.summary.json, both atomically.
     """
-    from tqdm import tqdm
-
     from stc.model.metrics import EvalConfig
     from stc.model.metrics.fvd import frechet_distance
 
@@ -163,24 +164,24 @@ def evaluate_dirs(pred: str | Path, gt: str | Path, cfg=None, out: str | Path | 
         it["seconds_per_clip"] = per.get(it["video"], overall)
 
     todo = [it for it in items if not it.get("reason")]
-    results = [_paired_error(it) for it in items if it.get("reason")]
-    if todo and workers > 1 and len(todo) > 1:
+    results = [_error_row(it, it["reason"], it["message"]) for it in items if it.get("reason")]
+    parallel = bool(todo) and workers > 1 and len(todo) > 1
+    if parallel:
         check_weights(cfg)
-        init_ray(address, num_cpus)
-        stream = map_with_actors(todo, EvalWorker, {"config": to_dict(cfg)}, workers)
-    else:
-        worker = EvalWorker(to_dict(cfg)) if todo else None
-        stream = (worker(it) for it in todo)
-    bar = tqdm(total=len(items), initial=len(results), unit="video", desc="eval",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    for result in stream:
-        results.append(result)
-        bar.update(1)
-    bar.close()
+    pipeline = Pipeline(
+        name="eval", unit="video", out=Path(out).parent if out else None, worker=EvalWorker,
+        worker_kwargs={"config": to_dict(cfg)}, key="video",
+        to_rows=lambda item, payload: payload["rows"],
+        error_rows=lambda item, msg: [_error_row(item, "internal_error", msg)],
+        in_process=not parallel, loading="loading the metric models")
+    report = run_pipeline(pipeline, todo, {}, ray=RayOptions(address, num_cpus, verbose),
+                          workers=workers, progress=progress, log=lambda m: None)
+    results += report.collected
 
     rows, fvd, seconds = [], {"pred": [], "gt": []}, {}
     for r in results:
-        row, info = json.loads(r["row"]), json.loads(r["info"])
+        info = r.pop("_info")
+        row = r
         rows.append(row)
         seconds[row["video"]] = info["seconds"]
         if info["fvd"]:
@@ -284,7 +285,7 @@ def _main(args: argparse.Namespace) -> int:
     if cfg.lpips_backbone and not cfg.lpips:
         raise ConfigError("--lpips-backbone needs --lpips (the linear layers)")
     rows, summary = evaluate_dirs(args.pred, args.gt, cfg, args.out, args.workers, args.address,
-                                  args.num_cpus, progress=not args.json)
+                                  args.num_cpus, progress=not args.json, verbose=args.verbose)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

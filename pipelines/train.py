@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from stc.core.config import load_config
-from stc.core.runtime import add_ray_args
+from stc.pipelines.options import add_ray_args
 
 
 def add_parser(subparsers) -> None:
@@ -88,7 +88,7 @@ def run_stage1(args: argparse.Namespace) -> int:
 
     record_manifest(args.out, args.manifest)
     if args.workers:
-        from stc.model.training.ray_train import train_stage1_ray
+        from stc.model.stage1.trainer import train_stage1_ray
 
         train_stage1_ray(cfg, args.manifest, args.out, workers=args.workers, gpu=args.gpu,
                          max_steps=args.max_steps, cpus_per_worker=args.cpus_per_worker,

@@ -16,7 +16,8 @@ from stc.core.video import encode_frames, probe, read_frames
 from stc.manifests.clips import CLIP_SCHEMA
 from stc.manifests.io import manifest_files, read_manifest
 from stc.pipelines.cli import main as stc_main
-from stc.pipelines.curate import gather_inputs, run_curate
+from stc.pipelines.curate import run_curate
+from stc.pipelines.inputs import gather_inputs
 
 from .conftest import noise_video
 
@@ -74,7 +75,7 @@ def test_generated_and_broken_inputs_each_get_a_row(tmp_path, ray_session):
     assert summary["funnel"]["inputs"] == 6 and summary["funnel"]["decodable"] == 1
     assert summary["funnel"]["face"] == 0
     stats = json.loads((out / "run_stats.json").read_text())
-    assert stats["steps"]["probe"]["clips"] == 6 and stats["steps"]["faces"]["clips"] == 2
+    assert stats["steps"]["probe"]["items"] == 6 and stats["steps"]["faces"]["items"] == 2
 
 
 @pytest.fixture(scope="module")

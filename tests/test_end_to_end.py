@@ -45,7 +45,7 @@ def test_curate_to_enhance_and_eval(workdir: Path, ray_session, capsys):
                 "--out", str(w / "s1"), "--max-steps", "20"]) == 0
     assert (w / "s1" / "manifest.txt").read_text().strip() == str((w / "cur").resolve())
 
-    cfg = yaml.safe_load(Path("model/configs/stage2-tiny.yaml").read_text())
+    cfg = yaml.safe_load(Path("model/stage2/configs/stage2-tiny.yaml").read_text())
     cfg["train"].update(log_every=5, val_every=10, ckpt_every=10, keep_checkpoints=3)
     (w / "stage2.yaml").write_text(yaml.safe_dump(cfg))
     run2 = w / "s2"

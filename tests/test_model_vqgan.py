@@ -77,7 +77,10 @@ def test_straight_through_gradients_reach_the_encoder():
     (out - x).abs().mean().backward()
     first = model.encoder.blocks[0].weight.grad
     assert first is not None and first.abs().sum() > 0
-    assert model.quantizer.temporal_attention.qkv.weight.grad.abs().sum() > 0
+    # Straight-through acts on the fused code (Eq. 7): the decoder's gradient goes to z_h,
+    # not into the temporal attention (which MPR trains, see test_model_codebook.py).
+    ta = model.quantizer.temporal_attention.qkv.weight.grad
+    assert ta is None or ta.abs().sum() == 0
     # Nearest-neighbour selection has no gradient: codebooks learn only from the code loss.
     assert model.codebook_s.weight.grad is None or model.codebook_s.weight.grad.abs().sum() == 0
 

@@ -17,9 +17,8 @@ from stc.core.video import encode_frames, read_frames
 from stc.manifests.clips import CLIP_SCHEMA
 from stc.manifests.io import ManifestWriter
 from stc.model.stage1.config import Stage1Config, load_stage1_config
-from stc.model.stage1.trainer import Stage1Trainer
+from stc.model.stage1.trainer import Stage1Trainer, train_stage1_ray
 from stc.model.stage1.vqgan3d import load_stage1
-from stc.model.training.ray_train import train_stage1_ray
 from stc.pipelines.cli import main as stc_main
 
 CLIP_FRAMES = 40

@@ -1,14 +1,29 @@
-"""Spatial-temporal codebooks (paper Sec. 3.2): C_S for appearance, C_T for motion.
+"""Spatial-temporal codebooks (paper Sec. 3.2, Eqs. 3-5 and 7): C_S for appearance, C_T for
+motion.
 
-Latents z [B, D, t, h, w] from E_h give
-    spatial latents   z_S = z
-    temporal latents  z_T = TA(z) + (z_t - z_{t - window})
+Latents z_h [B, D, t, h, w] from E_h give (Eq. 3)
+    spatial latents   z_S = z_h
+    temporal latents  z_T = TA(z_h) + (z_t - z_{t - window})
 where TA is self-attention over the t axis at each spatial position and the residual is
 the difference between latents `window` frames apart (zero for the first frames). Each is
-looked up in its own codebook by nearest neighbour; the quantised pair is fused (addition,
-or a 1x1x1 convolution) and passed on with straight-through gradients. The code-level loss
-of each codebook is ||sg(z) - e||^2 + beta ||z - sg(e)||^2. Distances and losses are computed
-in float32 whatever the autocast context.
+looked up in its own codebook by nearest neighbour (Eq. 4) and the two codes are fused
+(Eq. 5, addition by default; a 1x1x1 convolution is stc's option):
+
+    z_q = z_qS (+) z_qT.
+
+The code-level loss (Eq. 7) and the straight-through estimator act on the *fused* code, not
+on each branch:
+
+    L_f = ||sg(z_h) - z_q||^2 + beta ||z_h - sg(z_q)||^2,     out = z_h + sg(z_q - z_h),
+
+so the two codebooks learn together to reconstruct z_h (they are complementary: C_T holds
+what C_S leaves over) and Stage II's target z_q stays close to the encoder's latents. The
+authors' code (Dixin-Lab/BFVR-STC, VectorQuantizerST) does the same on the fused code; it
+puts beta on the codebook term instead of the commitment term, while stc follows Eq. 7 as
+printed. The marginal prior regulariser (Eq. 6) stays per codebook, on the distances of z_S
+to C_S and of z_T to C_T; it is also the only loss that reaches the temporal attention TA
+(nearest-neighbour selection has no gradient and the straight-through path goes to z_h).
+Distances and losses are computed in float32 whatever the autocast context.
 """
 
 from __future__ import annotations
@@ -28,7 +43,10 @@ class Quantized(NamedTuple):
     z_q: torch.Tensor                 # fused, straight-through [B, D, t, h, w]
     indices_s: torch.Tensor           # [B, t, h, w] into C_S
     indices_t: torch.Tensor           # [B, t, h, w] into C_T
-    losses: dict[str, torch.Tensor]   # code, code_s, code_t, mpr, mpr_s, mpr_t
+    # code (Eq. 7 on the fused code), mpr = mpr_s + mpr_t (Eq. 6 per codebook), and two
+    # diagnostics without gradient: err_s = ||z_h - z_qS||^2 (the spatial code alone) and
+    # err_fused = ||z_h - z_q||^2 (both codes), so a log shows what C_T adds.
+    losses: dict[str, torch.Tensor]
 
 
 def full_precision(device: torch.device):
@@ -44,7 +62,8 @@ def straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
 
 
 def code_loss(z: torch.Tensor, z_q: torch.Tensor, beta: float) -> torch.Tensor:
-    """Codebook term (moves codes to latents) + beta * commitment term (latents to codes)."""
+    """Eq. 7: ||sg(z) - z_q||^2 (moves the codes to the latents) + beta ||z - sg(z_q)||^2
+    (commits the latents to the codes), each a mean over elements."""
     return F.mse_loss(z_q, z.detach()) + beta * F.mse_loss(z, z_q.detach())
 
 
@@ -155,12 +174,15 @@ class SpatialTemporalQuantizer(nn.Module):
             out_s, idx_s, d_s = self.codebook_s(_flat(z_s))
             out_t, idx_t, d_t = self.codebook_t(_flat(z_t))
             q_s, q_t = _unflat(out_s, z_s), _unflat(out_t, z_t)
-            code_s = code_loss(z_s, q_s, self.beta)
-            code_t = code_loss(z_t, q_t, self.beta)
-            mpr_s, mpr_t = marginal_prior_loss(d_s), marginal_prior_loss(d_t)
-            z_q = self.fuse(straight_through(z_s, q_s), straight_through(z_t, q_t))
-        losses = {"code": code_s + code_t, "code_s": code_s, "code_t": code_t,
-                  "mpr": mpr_s + mpr_t, "mpr_s": mpr_s, "mpr_t": mpr_t}
+            fused = self.fuse(q_s, q_t)                        # Eq. 5
+            code = code_loss(z, fused, self.beta)              # Eq. 7 on the fused code
+            mpr_s, mpr_t = marginal_prior_loss(d_s), marginal_prior_loss(d_t)   # Eq. 6
+            z_q = straight_through(z, fused)
+            with torch.no_grad():
+                err_s = F.mse_loss(q_s, z)
+                err_fused = F.mse_loss(fused, z)
+        losses = {"code": code, "mpr": mpr_s + mpr_t, "mpr_s": mpr_s, "mpr_t": mpr_t,
+                  "err_s": err_s, "err_fused": err_fused}
         return Quantized(z_q, idx_s.reshape(b, t, h, w), idx_t.reshape(b, t, h, w), losses)
 
     def lookup(self, indices_s: torch.Tensor, indices_t: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ class Clip:
     clip_id: str
     path: str
     num_frames: int
+    fps: float = 25.0      # the curated clip's rate (Stage II's on-the-fly codec step uses it)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ def load_clips(manifest: str | Path, min_frames: int = 1) -> list[Clip]:
         if n < min_frames:
             short.append(row.clip_id)
             continue
-        clips.append(Clip(row.clip_id, str(clip_path), int(n)))
+        fps = row.clip_fps
+        fps = float(fps) if fps is not None and fps == fps and fps > 0 else 25.0
+        clips.append(Clip(row.clip_id, str(clip_path), int(n), fps))
     if short:
         warnings.warn(f"{len(short)} kept clip(s) shorter than {min_frames} frames skipped "
                       f"(e.g. {short[0]})", stacklevel=2)

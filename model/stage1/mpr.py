@@ -10,6 +10,11 @@ divergence to the uniform prior u_k = 1/K:
 
     L_MPR = KL(q || u) = sum_k q_k log(q_k K).
 
+The paper writes the Euclidean distance D_E; stc uses squared distances d, as the authors'
+code does (the same matrix the nearest-neighbour lookup computes). The KL itself is Eq. 6 as
+printed, KL(q || u) = sum_k q_k log(q_k K); the authors' code feeds q through a log-softmax
+into torch's KLDivLoss instead, which is not Eq. 6.
+
 It is 0 when every code is, on average, equally close to the latents and log K when one code
 takes all the similarity mass; being soft, it moves codes that nearest-neighbour lookup never
 selects, which is how it revives dead codes.

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from stc.core.config import from_dict, to_dict
 from stc.model.stage1.codebook import code_counts, perplexity, utilisation
 from stc.model.stage1.config import Stage1Config
 from stc.model.stage1.data import StepSampler, WindowDataset, load_clips, split_clips, val_batch
@@ -33,6 +34,7 @@ from stc.model.stage1.vqgan3d import VQGAN3D
 from stc.model.training.checkpoint import load_weights
 from stc.model.training.ema import EMA
 from stc.model.training.loop import TrainLoop, check_run_config
+from stc.model.training.ray_train import fit, worker_context
 
 # Where pretrained weights live is not part of the experiment: a resumed run may name
 # another copy of the same file.
@@ -168,8 +170,9 @@ class Stage1Trainer(TrainLoop):
                    if L.adaptive_adv_weight else torch.ones((), device=x.device))
             total = total + L.adversarial * lam * g_adv
             parts["loss/adv_g"], parts["adv_weight"] = g_adv, lam
-        parts.update({"loss/total": total, "loss/l1": l1, "loss/code_s": q.losses["code_s"],
-                      "loss/code_t": q.losses["code_t"], "loss/mpr_s": q.losses["mpr_s"],
+        parts.update({"loss/total": total, "loss/l1": l1, "loss/code": q.losses["code"],
+                      "codebook/err_s": q.losses["err_s"],
+                      "codebook/err_fused": q.losses["err_fused"], "loss/mpr_s": q.losses["mpr_s"],
                       "loss/mpr_t": q.losses["mpr_t"], "train/psnr": psnr(xr.detach(), x).mean()})
         return total, parts, q, feats_fake
 
@@ -255,3 +258,22 @@ def train_stage1(cfg: Stage1Config, manifest: str | Path, run_dir: str | Path,
     """Train (or resume) Stage I in this process; returns the last logged metrics."""
     return Stage1Trainer(cfg, manifest, run_dir, max_steps=max_steps, device=device,
                          log=log).run()
+
+
+def _ray_worker_loop(config: dict[str, Any]) -> None:
+    ctx = worker_context()
+    cfg = from_dict(Stage1Config, config["cfg"])
+    Stage1Trainer(cfg, config["manifest"], config["run_dir"], max_steps=config["max_steps"],
+                  device=ctx["device"], rank=ctx["rank"], world=ctx["world"],
+                  report=ctx["report"]).run()
+
+
+def train_stage1_ray(cfg: Stage1Config, manifest: str | Path, run_dir: str | Path,
+                     workers: int = 1, gpu: bool = False, max_steps: int | None = None,
+                     cpus_per_worker: int | None = None, address: str | None = None,
+                     num_cpus: int | None = None) -> dict[str, Any]:
+    """Run Stage I with `workers` Ray Train workers; returns the last logged metrics."""
+    config = {"cfg": to_dict(cfg), "manifest": str(Path(manifest).resolve()),
+              "run_dir": str(Path(run_dir).resolve()), "max_steps": max_steps}
+    return fit(_ray_worker_loop, config, run_dir, "stage1", workers, gpu, cpus_per_worker,
+               address, num_cpus)

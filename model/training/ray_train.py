@@ -1,42 +1,39 @@
-"""Stage I on several GPUs or nodes with Ray Train: `TorchTrainer` running the same loop.
+"""Training on several GPUs or nodes with Ray Train: `TorchTrainer` running a stage's own loop.
 
-Ray starts the workers and the torch.distributed process group; each worker builds a
-`Stage1Trainer` with its rank, draws its own windows and averages gradients with the others
-(see model.trainer). Worker 0 writes checkpoints, TensorBoard and metrics.jsonl into the run
-folder, which must be on storage every node can reach; rerunning resumes from it exactly
-like the single-process trainer. Ray's own run records go to RUN/ray/.
+Ray starts the workers and the torch.distributed process group; each worker builds its
+stage's trainer with its rank (`worker_context`), draws its own windows and averages
+gradients with the others. Worker 0 writes checkpoints, TensorBoard and metrics.jsonl into
+the run folder, which must be on storage every node can reach; rerunning resumes from it
+exactly like the single-process trainer. Ray's own run records go to RUN/ray/. Each stage
+declares its worker loop next to its trainer (`stage1.trainer.train_stage1_ray`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from stc.core.config import from_dict, to_dict
 from stc.core.runtime import init_ray
-from stc.model.stage1.config import Stage1Config
-from stc.model.stage1.trainer import Stage1Trainer
 
 
-def _train_loop_per_worker(config: dict[str, Any]) -> None:
+def worker_context() -> dict[str, Any]:
+    """rank, world size, torch device and metric reporter of the current Ray Train worker."""
     import ray.train
     import ray.train.torch
 
     ctx = ray.train.get_context()
-    cfg = from_dict(Stage1Config, config["cfg"])
-    trainer = Stage1Trainer(
-        cfg, config["manifest"], config["run_dir"], max_steps=config["max_steps"],
-        device=ray.train.torch.get_device(), rank=ctx.get_world_rank(),
-        world=ctx.get_world_size(), report=lambda metrics: ray.train.report(metrics))
-    trainer.run()
+    return {"rank": ctx.get_world_rank(), "world": ctx.get_world_size(),
+            "device": ray.train.torch.get_device(),
+            "report": lambda metrics: ray.train.report(metrics)}
 
 
-def train_stage1_ray(cfg: Stage1Config, manifest: str | Path, run_dir: str | Path,
-                     workers: int = 1, gpu: bool = False, max_steps: int | None = None,
-                     cpus_per_worker: int | None = None, address: str | None = None,
-                     num_cpus: int | None = None) -> dict[str, Any]:
-    """Run Stage I with `workers` Ray Train workers; returns the last logged metrics."""
+def fit(loop_per_worker: Callable[[dict[str, Any]], None], loop_config: dict[str, Any],
+        run_dir: str | Path, name: str, workers: int = 1, gpu: bool = False,
+        cpus_per_worker: int | None = None, address: str | None = None,
+        num_cpus: int | None = None) -> dict[str, Any]:
+    """Run `loop_per_worker(loop_config)` on `workers` Ray Train workers; returns the last
+    logged metrics of the run folder."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -45,12 +42,10 @@ def train_stage1_ray(cfg: Stage1Config, manifest: str | Path, run_dir: str | Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     resources = {"CPU": cpus_per_worker} if cpus_per_worker else None
     trainer = TorchTrainer(
-        _train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "manifest": str(Path(manifest).resolve()),
-                           "run_dir": str(run_dir), "max_steps": max_steps},
+        loop_per_worker, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name="stage1", storage_path=str(run_dir / "ray")),
+        run_config=RunConfig(name=name, storage_path=str(run_dir / "ray")),
     )
     trainer.fit()
     # Ray Train 2 keeps metrics only alongside Ray checkpoints (we write our own), so the
