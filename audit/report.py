@@ -2,7 +2,8 @@
 self-contained HTML page (figures embedded as base64) and the JSON summary.
 
 Every plot is drawn from the summary dict, never from the manifest again, so what a
-figure shows is exactly what the JSON says. Matplotlib runs on the Agg backend (no
+figure shows is exactly what the JSON says; the review page (`audit.review`) also
+decodes the frames its evidence refers to. Matplotlib runs on the Agg backend (no
 display needed): figures are plain `Figure` objects, never pyplot state, so importing this
 module in a notebook leaves its inline backend alone, and a notebook shows them with
 `display(fig)`. PNGs carry no software/date metadata, so a rerun writes the same bytes.
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from stc.audit.review import review_figure
 from stc.core.fs import atomic_path
 from stc.manifests.clips import FUNNEL
 
@@ -321,6 +323,29 @@ def _img(path: Path, alt: str) -> str:
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
+REVIEW_GROUPS = {"rejected": "rejected clips", "tails": "kept clips at the tails of each metric"}
+
+
+def _review_html(review: Mapping[str, Any], images: Mapping[str, Path]) -> list[str]:
+    if not any(review.get(g) for g in REVIEW_GROUPS):
+        return []
+    parts = ["<h2>Review</h2>",
+             "<p class=muted>The frames each decision looked at, with its evidence: text boxes "
+             "coloured by verdict with what the recogniser read, and the side-face landmarks "
+             "(nose tip 30, eye corners 36 and 45) with that frame's alpha.</p>"]
+    for group, label in REVIEW_GROUPS.items():
+        entries = review.get(group) or []
+        if not entries:
+            continue
+        parts.append(f"<h3>{html.escape(label.capitalize())} ({len(entries)})</h3>")
+        if f"review_{group}" in images:
+            parts.append(_img(images[f"review_{group}"], f"review: {label}"))
+        parts.append(_table(["clip", "status", "reason", "picked as", "message"],
+                            [[e["clip_id"], e["status"], e["reason"], "; ".join(e["why"]), e["message"]]
+                             for e in entries]))
+    return parts
+
+
 def html_page(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
     clips = summary["clips"]
     parts = [f"<h1>Dataset audit: {html.escape(summary['name'])}</h1>",
@@ -367,6 +392,7 @@ def html_page(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
                             [[m["label"]] + [_fmt(m["groups"][n]["summary"].get("median")) for n in names]
                              + [m["groups"][n]["summary"].get("n", 0) for n in names]
                              for m in cmp["metrics"].values()]))
+    parts += _review_html(summary.get("review") or {}, images)
     pairs = summary.get("pairs")
     if pairs:
         parts.append("<h2>Degradation pairs</h2>")
@@ -415,6 +441,10 @@ def write_report(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
         fig = params_figure(summary["pairs"])
         if fig is not None:
             images["params"] = save_png(fig, out / "pairs_params.png")
+    for group, label in REVIEW_GROUPS.items():
+        fig = review_figure((summary.get("review") or {}).get(group) or [], f"{name}: review, {label}")
+        if fig is not None:
+            images[f"review_{group}"] = save_png(fig, out / f"review_{group}.png")
     summary["files"] = {k: p.name for k, p in images.items()}
     summary["files"].update(html="report.html", json="summary.json")
     with atomic_path(out / "report.html") as tmp:

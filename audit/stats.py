@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from stc.core.names import CURATE_CONFIG, PAIRS_MANIFEST
 from stc.manifests.clips import (
     CLIP_SCHEMA,
-    CURATE_CONFIG_NAME,
     FUNNEL,
     REASONS,
     STATUSES,
@@ -53,7 +53,7 @@ def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifes
 
     p = locate_manifest(path)
     df = read_manifest(p, CLIP_SCHEMA)
-    cfg_path = p.parent / CURATE_CONFIG_NAME
+    cfg_path = p.parent / CURATE_CONFIG
     config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
     return ClipManifest(p, p.parent, df, config or {}, name or p.parent.name)
 
@@ -61,7 +61,7 @@ def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifes
 def load_pairs_manifest(path: str | Path) -> pd.DataFrame:
     p = Path(path).expanduser()
     if p.is_dir() and not any(p.glob("part-*.parquet")):
-        p = locate_manifest(p, "pairs.parquet")
+        p = locate_manifest(p, PAIRS_MANIFEST)
     return read_manifest(p, PAIRS_SCHEMA)
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from stc.core.config import to_dict
 from stc.core.runtime import init_ray
-from stc.degrade.codec import decode_h264, encode_h264, resize_frames
+from stc.core.video import resize_frames
+from stc.degrade.codec import decode_h264, encode_h264
 from stc.degrade.recipe import load_recipe
 from stc.degrade.windows import WindowOptions, degrade_clip, iter_windows
 from stc.manifests.clips import CLIP_SCHEMA

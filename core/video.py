@@ -60,10 +60,6 @@ class VideoInfo:
     codec: str
     rotation: int          # degrees clockwise the frames must be turned for display
 
-    @property
-    def fps_fraction(self) -> Fraction:
-        return Fraction(self.fps).limit_denominator(1001)
-
 
 def _rotation(stream) -> int:
     """Display rotation from the stream's display matrix, as ffmpeg's autorotate applies it."""
@@ -260,18 +256,43 @@ def seek_window(path: str | Path, start: int, count: int | None = None,
     return np.stack(frames) if frames else None
 
 
-def rescale_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Frames [T, H, W, C] (or one [H, W, C]) resized to width x height: area averaging when
-    shrinking (no aliasing), bicubic when enlarging; unchanged when already that size."""
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "linear_exact")
+
+
+def cv2_interp(name: str) -> int:
+    """OpenCV's flag for an interpolation named in a config (deterministic per name)."""
+    import cv2
+
+    table = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
+             "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA,
+             "lanczos": cv2.INTER_LANCZOS4, "linear_exact": cv2.INTER_LINEAR_EXACT}
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"interpolation {name!r} is not one of {INTERPOLATIONS}") from None
+
+
+def resize_frames(frames: np.ndarray, width: int, height: int,
+                  interp: str | None = None) -> np.ndarray:
+    """Frames [T, H, W, C] (or one [H, W, C]) resized to width x height; unchanged when
+    already that size.
+
+    `interp` names the OpenCV interpolation (degradations record theirs); None is the rule
+    for model inputs and outputs: area averaging when shrinking (no aliasing), bicubic when
+    enlarging.
+    """
     import cv2
 
     one = frames.ndim == 3
     stack = frames[None] if one else frames
     if stack.shape[1:3] == (height, width):
         return frames
-    shrink = stack.shape[1] * stack.shape[2] > width * height
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    out = np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in stack])
+    if interp is None:
+        shrink = stack.shape[1] * stack.shape[2] > width * height
+        flag = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    else:
+        flag = cv2_interp(interp)
+    out = np.stack([cv2.resize(f, (width, height), interpolation=flag) for f in stack])
     return out[0] if one else out
 
 
@@ -338,11 +359,6 @@ def encode_frames(frames: Iterable[np.ndarray] | np.ndarray, path: str | Path, f
                                     dtype=np.uint8).tobytes()
         _run_ffmpeg(cmd, f"encoding {path}", stdin=data)
     return path
-
-
-def decode_all(path: str | Path, fmt: str = "rgb24") -> np.ndarray:
-    """Every frame of a (short) video as [T, H, W, C] uint8."""
-    return read_frames(path, 0, None, fmt)
 
 
 def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, int], size: int,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from stc.core.names import CLIPS_DIR
 from stc.core.video import VideoError, VideoInfo, crop_transcode, decode_sampled, probe
 from stc.curation import crop as crop_mod
 from stc.curation import side_face, text
@@ -26,8 +27,6 @@ from stc.curation.config import CurateConfig
 from stc.curation.faces import Box, FaceDetector, count_other_faces, downscale, sample_indices
 from stc.curation.motion import MotionMeter
 from stc.manifests.clips import REASONS
-
-CLIPS_DIR = "clips"
 
 
 def clip_id_for(path: str | Path) -> str:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stc.degrade.codec import cv2_interp, encode_h264
+from stc.core.video import cv2_interp
+from stc.degrade.codec import encode_h264
 from stc.degrade.video import Video
 
 

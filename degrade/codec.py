@@ -24,30 +24,6 @@ import numpy as np
 
 from stc.core.video import VideoError, ffmpeg_exe, x264_args
 
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "linear_exact")
-
-
-def cv2_interp(name: str) -> int:
-    import cv2
-
-    table = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
-             "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA,
-             "lanczos": cv2.INTER_LANCZOS4, "linear_exact": cv2.INTER_LINEAR_EXACT}
-    try:
-        return table[name]
-    except KeyError:
-        raise ValueError(f"interpolation {name!r} is not one of {INTERPOLATIONS}") from None
-
-
-def resize_frames(frames: np.ndarray, width: int, height: int, interp: str) -> np.ndarray:
-    """[T, H, W, 3] uint8 resized to width x height with OpenCV (deterministic)."""
-    import cv2
-
-    if frames.shape[1] == height and frames.shape[2] == width:
-        return frames
-    flag = cv2_interp(interp)
-    return np.stack([cv2.resize(f, (width, height), interpolation=flag) for f in frames])
-
 
 def _args(flags: list[str]) -> dict[str, str]:
     return {k.lstrip("-"): v for k, v in zip(flags[0::2], flags[1::2])}

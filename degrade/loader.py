@@ -30,27 +30,16 @@ from typing import Any, Collection, Iterator, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from stc.core.video import rescale_frames
+from stc.core.names import PAIRS_MANIFEST
+from stc.core.tensors import to_tensor
+from stc.core.video import resize_frames
 from stc.degrade.shards import decode_pair
 from stc.manifests.io import read_table
 from stc.manifests.pairs import PAIRS_SCHEMA
 
 Unit = tuple[str, int, tuple[int, ...]]   # (shard path relative to root, row group, rows in it)
-
-
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, H, W, C] -> float32 [C, T, H, W] in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
-    return t.div_(127.5).sub_(1.0)
-
-
-def to_uint8(tensor: torch.Tensor) -> np.ndarray:
-    """The inverse of `to_tensor`: [C, T, H, W] in [-1, 1] -> uint8 [T, H, W, C]."""
-    x = ((tensor.detach().cpu().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return x.permute(1, 2, 3, 0).numpy()
 
 
 class PairDataset(IterableDataset):
@@ -62,7 +51,7 @@ class PairDataset(IterableDataset):
                  world_size: int | None = None):
         self.root = Path(pairs_dir)
         recipes = [recipe] if isinstance(recipe, str) else recipe
-        table = read_table(self.root / "pairs.parquet", PAIRS_SCHEMA)
+        table = read_table(self.root / PAIRS_MANIFEST, PAIRS_SCHEMA)
         clips = set(clips) if clips is not None else None
         rows = [r for r in table.select(["status", "recipe", "seed", "clip_id",
                                           "lq_path_or_shard", "shard_row"]).to_pylist()
@@ -145,7 +134,7 @@ class PairDataset(IterableDataset):
         if self.size is None:
             return frames
 
-        return rescale_frames(frames, self.size, self.size)
+        return resize_frames(frames, self.size, self.size)
 
     def _item(self, row: dict[str, Any]):
         lq, hq = decode_pair(row)

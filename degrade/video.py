@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stc.degrade.codec import decode_h264, resize_frames
+from stc.core.video import resize_frames
+from stc.degrade.codec import decode_h264
 
 
 @dataclass

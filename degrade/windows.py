@@ -22,8 +22,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from stc.core.video import VideoError, ffmpeg_exe, iter_frames
-from stc.degrade.codec import decode_h264, encode_h264, encode_lossless_rgb, resize_frames
+from stc.core.video import VideoError, ffmpeg_exe, iter_frames, resize_frames
+from stc.degrade.codec import decode_h264, encode_h264, encode_lossless_rgb
 from stc.degrade.recipe import Recipe, replay
 from stc.degrade.shards import HQ_FORMAT, LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY
 from stc.manifests.pairs import pair_id

@@ -15,7 +15,6 @@ import pyarrow as pa
 from stc.manifests.schema import ManifestSchema
 
 # The curate config saved beside a manifest: the thresholds its rows were decided with.
-CURATE_CONFIG_NAME = "curate_config.yaml"
 
 STATUSES = ("kept", "rejected", "error")
 

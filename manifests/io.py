@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stc.core.fs import atomic_path
+from stc.core.names import CLIP_MANIFEST
 from stc.manifests.schema import ManifestError, ManifestSchema
 
 # part-NNNNNN.parquet (stc 0.1) or part-<time ns, 20 digits>-<pid>-<hex>.parquet
@@ -173,7 +174,7 @@ def finished_keys(path: str | Path, schema: ManifestSchema) -> dict[str, str]:
     return dict(zip(table.column(schema.key).to_pylist(), status))
 
 
-def locate_manifest(path: str | Path, default_name: str = "manifest.parquet") -> Path:
+def locate_manifest(path: str | Path, default_name: str = CLIP_MANIFEST) -> Path:
     """`DIR/manifest.parquet` when given the curation folder DIR, else the path itself."""
     p = Path(path).expanduser()
     if p.name != default_name and (p / default_name).exists():

@@ -27,7 +27,7 @@ import numpy as np
 from stc.core.fs import write_text_atomic
 from stc.core.names import ENHANCE_STATS
 from stc.core.runtime import RayOptions
-from stc.core.video import FrameWriter, iter_frames, probe, rescale_frames
+from stc.core.video import FrameWriter, iter_frames, probe, resize_frames
 from stc.pipelines.driver import Pipeline, run_pipeline
 from stc.pipelines.inputs import gather_inputs
 from stc.pipelines.options import add_ray_args, positive_int
@@ -65,7 +65,7 @@ class Enhancer:
     def _run(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
         import torch
 
-        from stc.degrade.loader import to_tensor, to_uint8
+        from stc.core.tensors import to_tensor, to_uint8
 
         x = to_tensor(np.stack(frames))[None].to(self.device)
         t0 = time.perf_counter()
@@ -98,7 +98,7 @@ class Enhancer:
             buf: list[np.ndarray] = []
             prev: list[np.ndarray] | None = None
             for _, frame in iter_frames(src):
-                buf.append(rescale_frames(frame, w, h))
+                buf.append(resize_frames(frame, w, h))
                 stats["frames"] += 1
                 if len(buf) == T:
                     run(buf, slice(None))

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from stc.core.runtime import RayOptions
+
+def _int_at_least(low: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+positive_int = _int_at_least(1, "at least 1")
+non_negative_int = _int_at_least(0, "0 or more")
 
 
 def add_ray_args(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +30,3 @@ def add_ray_args(parser: argparse.ArgumentParser) -> None:
                        help="CPUs for the local Ray cluster (default: all)")
     group.add_argument("--verbose", action="store_true",
                        help="show Ray's own messages on the console too")
-
-
-def ray_options(args: argparse.Namespace) -> RayOptions:
-    return RayOptions(getattr(args, "address", None), getattr(args, "num_cpus", None),
-                      getattr(args, "verbose", False))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stc.core.config import ConfigError
-from stc.core.video import decode_all
+from stc.core.video import read_frames
 from stc.degrade.bfvr import BFVR, BFVRConfig, BFVRParams
 from stc.degrade.brightness import BrightnessConfig, BrightnessFlicker
 from stc.degrade.pixel_flicker import PixelFlicker, check_model
@@ -179,7 +179,7 @@ def test_windows_cut_as_configured(tmp_path):
 
     path = noise_video(tmp_path / "c.mp4", frames=30, size=32)
 
-    every = decode_all(path)
+    every = read_frames(path, 0, None)
 
     def cut(**kw):
         return [(w, s, f.shape[0]) for w, s, f in iter_windows(path, WindowOptions(**kw))]

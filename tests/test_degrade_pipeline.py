@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from stc.core.config import ConfigError
-from stc.degrade.loader import PairDataset, to_uint8
+from stc.core.tensors import to_uint8
+from stc.degrade.loader import PairDataset
 from stc.degrade.recipe import load_recipe
 from stc.degrade.shards import LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY, decode_pair
 from stc.degrade.windows import WindowOptions

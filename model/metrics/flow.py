@@ -17,6 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from stc.core.tensors import image_to_tensor
 from stc.model.metrics.weights import load_torchscript
 
 RAFT_HINT = ("Only a TorchScript RAFT is supported here (no RAFT implementation ships with stc "
@@ -57,7 +58,7 @@ class TorchScriptFlow:
         import torch
 
         def t(x: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+            return image_to_tensor(x)
 
         with torch.inference_mode():
             out = self.model(t(a), t(b))

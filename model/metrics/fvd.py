@@ -18,6 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from stc.core.tensors import to_tensor
 from stc.model.metrics.weights import load_torchscript
 
 HINT = ("FVD needs an I3D as a TorchScript file (e.g. StyleGAN-V's i3d_torchscript.pt, the one "
@@ -44,7 +45,7 @@ class I3DFeatures:
         """Features [D] of one clip of prepared frames."""
         import torch
 
-        x = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+        x = to_tensor(np.stack(frames))[None]
         with torch.inference_mode():
             out = self.model(x, **self.kwargs)
         if isinstance(out, (list, tuple)):

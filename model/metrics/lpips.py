@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from stc.core.config import ConfigError
+from stc.core.tensors import image_to_tensor
 from stc.model.metrics.weights import load_state_dict
 
 HINT = ("Give the lpips package's full state dict, or its v0.1 linear-layer file (alex.pth/vgg.pth) "
@@ -89,7 +90,7 @@ class LPIPS(nn.Module):
     def distance(self, pred: np.ndarray, gt: np.ndarray) -> float:
         """LPIPS of two RGB uint8 frames [H, W, 3]."""
         def t(x: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+            return image_to_tensor(x)
 
         return float(self(t(pred), t(gt))[0])
 

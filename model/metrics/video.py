@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stc.core.video import VideoError, iter_frames, rescale_frames
+from stc.core.video import VideoError, iter_frames, resize_frames
 from stc.model.metrics.config import EvalConfig
 from stc.model.metrics.face import FaceMetrics, FaceScores
 from stc.model.metrics.flow import endpoint_error, make_flow
@@ -98,7 +98,7 @@ class VideoEvaluator:
                     notes.append(f"pred {pred.shape[1]}x{pred.shape[0]} resized to the GT's "
                                  f"{gt.shape[1]}x{gt.shape[0]}")
                 resized = True
-                pred = rescale_frames(pred, gt.shape[1], gt.shape[0])
+                pred = resize_frames(pred, gt.shape[1], gt.shape[0])
             a, b = channels(pred, cfg.color), channels(gt, cfg.color)
             psnrs.append(psnr(a, b, cfg.psnr_cap))
             ssims.append(ssim(a, b))

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from stc.core.video import probe, read_frames, rescale_frames
+from stc.core.tensors import to_tensor
+from stc.core.video import probe, read_frames, resize_frames
 from stc.manifests.clips import CLIP_SCHEMA
 from stc.manifests.io import locate_manifest, read_manifest
 from stc.manifests.schema import ManifestError
@@ -116,9 +117,7 @@ def load_window(path: str, start: int, num_frames: int, size: int) -> torch.Tens
     if len(frames) < num_frames:
         raise ManifestError(f"{path}: only {len(frames)} frames from {start}, "
                             f"wanted {num_frames}")
-    frames = rescale_frames(frames, size, size)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
-    return x / 127.5 - 1.0
+    return to_tensor(resize_frames(frames, size, size))
 
 
 class WindowDataset(Dataset):

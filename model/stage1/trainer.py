@@ -252,14 +252,6 @@ class Stage1Trainer(TrainLoop):
         return " | ".join(parts)
 
 
-def train_stage1(cfg: Stage1Config, manifest: str | Path, run_dir: str | Path,
-                 max_steps: int | None = None, device: str | None = None,
-                 log: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Train (or resume) Stage I in this process; returns the last logged metrics."""
-    return Stage1Trainer(cfg, manifest, run_dir, max_steps=max_steps, device=device,
-                         log=log).run()
-
-
 def _ray_worker_loop(config: dict[str, Any]) -> None:
     ctx = worker_context()
     cfg = from_dict(Stage1Config, config["cfg"])

@@ -1,25 +1,36 @@
-"""Typed Stage II configuration: the LQ encoder and the two code-lookup transformers.
+"""Typed Stage II configuration: the LQ encoder, the two code-lookup transformers, the data,
+the optimiser schedule and the loop.
 
-Defaults follow the paper (Sec. 3.3 / 5.1): 9 transformer layers of width 256, 512x512 clips
-of 24 frames, L_II = L'_f + lambda_CE (CE_S + CE_T). The Stage I model (E_h, C_S, C_T, D_h)
-is not configured here: it comes from the Stage I run given on the command line and its
-config is copied into the Stage II run, so a Stage II checkpoint is self-contained.
-Built-ins live in `model/stage2/configs/` (`stage2`, `stage2-tiny`).
+Every value says where it comes from: [paper Sec./Eq.] stated in the paper, [authors] the
+authors' code (Dixin-Lab/BFVR-STC), [stc] stc's choice with the reason. The paper states for
+Stage II: 512x512 clips (Sec. 4.1, Supp. Table 8), 50,000 iterations at batch 4 on 4 GPUs,
+Adam (Sec. 4.1), L_II = L'_f + lambda_CE (CE_S + CE_T) (Eq. 8), learnable position
+embeddings (Sec. 3.3). The warm-up of 2k steps, lr 2e-5 with step decay and EMA weights are
+the authors' training code as issue 14 reports it (their options file is not in the public
+snapshot stc could read); where a number of that schedule is not known, the value is marked
+[stc]. The Stage I model (E_h, C_S, C_T, D_h) is not configured here: it comes from the
+Stage I run given on the command line and its config is copied into the Stage II run, so a
+Stage II checkpoint is self-contained. Built-ins live in `model/stage2/configs/` (`stage2`,
+`stage2-tiny`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from stc.core.config import load_config
-from stc.model.stage1.config import ModelConfig, OptimConfig, TrainConfig
+from stc.model.stage1.config import ModelConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
 class TransformerConfig:
+    # [stc] The paper gives no transformer sizes and the authors' Stage II code is not
+    # public. 9 pre-norm layers with 8 heads as CodeFormer's lookup transformer [58]; width
+    # 256 = D, the latent width, rather than CodeFormer's 512, with the common 4x MLP.
     layers: int = 9
     width: int = 256
     heads: int = 8
@@ -29,20 +40,68 @@ class TransformerConfig:
 
 @dataclass
 class Stage2LossConfig:
-    # L'_f: MSE between the LQ encoder's latents and the quantised HQ latents (stop-gradient).
+    # L'_f [paper Eq. 8]: MSE between the LQ encoder's latents and the quantised HQ latents
+    # (stop-gradient), weight 1 as written.
     feature: float = 1.0
-    # lambda_CE on CE_S + CE_T against the indices E_h and the codebooks give the HQ clip.
+    # lambda_CE [paper Eq. 8] on CE_S + CE_T; the paper gives no value. [stc] 0.5: CodeFormer's
+    # lambda_token, the work [58] the paper follows for these losses.
     ce: float = 0.5
 
 
 @dataclass
 class Stage2DataConfig:
-    num_frames: int = 24
-    size: int = 512
-    # Pairs (by clip_id hash) held out for validation PSNR and token accuracy.
+    num_frames: int = 24                 # [paper Sec. 4.1] 24-frame clips (1 s)
+    size: int = 512                      # [paper Sec. 4.1, Supp. Table 8] 512^2
+    # [stc] pairs (by clip_id hash, as Stage I) held out for validation PSNR and token accuracy.
     val_fraction: float = 0.05
-    val_pairs: int = 8
-    num_workers: int = 2
+    val_pairs: int = 8                   # [stc]
+    num_workers: int = 2                 # [stc] loader processes (machine, not experiment)
+
+
+@dataclass
+class Stage2OptimConfig:
+    lr: float = 2.0e-5                   # [authors] 2e-5 (Adam: [paper Sec. 4.1])
+    betas: tuple[float, float] = (0.9, 0.99)   # [stc] Stage I's; the paper gives none
+    weight_decay: float = 0.0            # [stc] plain Adam
+    grad_clip: float | None = None       # [stc] off
+    # [authors] linear warm-up over the first 2,000 optimiser steps of a run (BasicSR's
+    # warmup_iter: lr * (step + 1) / warmup_steps).
+    warmup_steps: int = 2000
+    # [authors] step decay; its milestones are not public. [stc] multiply the lr by
+    # decay_gamma at these fractions of the curriculum step's iterations.
+    decay_at: tuple[float, ...] = (0.5, 0.75)
+    decay_gamma: float = 0.5             # [stc] BasicSR's usual MultiStepLR gamma
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be >= 0")
+        if any(not 0 < f < 1 for f in self.decay_at):
+            raise ValueError(f"decay_at {list(self.decay_at)}: fractions strictly between 0 and 1")
+        if not 0 < self.decay_gamma <= 1:
+            raise ValueError("decay_gamma must lie in (0, 1]")
+
+
+@dataclass
+class Stage2TrainConfig:
+    # Per curriculum step it is the step's `iterations` that counts (this is only the default).
+    max_steps: int = 50_000              # [paper Sec. 4.1] 50,000 iterations
+    # Optimiser batch = batch_size x grad_accum (x workers). [paper Sec. 4.1] batch 4 on
+    # 4 GPUs; one process reaches the same batch with batch_size 1 and grad_accum 4.
+    batch_size: int = 1
+    grad_accum: int = 4
+    seed: int = 0
+    # [authors] the authors' Stage II keeps an EMA of the weights; [stc] decay 0.999 (the
+    # value is not public). Checkpoints hold both; the EMA weights are what a run exports.
+    ema_decay: float = 0.999
+    amp: Literal["bf16", "none"] = "bf16"   # [stc] bf16 autocast on CUDA only
+    log_every: int = 50                  # [stc] bookkeeping intervals
+    val_every: int = 2000
+    ckpt_every: int = 5000
+    keep_checkpoints: int = 3
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1")
 
 
 @dataclass
@@ -50,8 +109,8 @@ class Stage2Config:
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     losses: Stage2LossConfig = field(default_factory=Stage2LossConfig)
     data: Stage2DataConfig = field(default_factory=Stage2DataConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1.0e-4))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100_000))
+    optim: Stage2OptimConfig = field(default_factory=Stage2OptimConfig)
+    train: Stage2TrainConfig = field(default_factory=Stage2TrainConfig)
     # Filled from the Stage I run when a Stage II run starts; kept so the run loads alone.
     vqgan: ModelConfig = field(default_factory=ModelConfig)
 

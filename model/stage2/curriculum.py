@@ -1,12 +1,19 @@
-"""Incremental Stage II training as data (paper Sec. 3.3, Table 7): a curriculum is a list of
-steps, each training on one degradation recipe (or existing shards) for some iterations and
-starting from the previous step's weights (the first from the Stage I run).
+"""Incremental Stage II training as data (paper Supp. Sec. 7.2, Table 7): a curriculum is a
+list of steps, each training on one degradation recipe (or existing shards) for some
+iterations and starting from the previous step's weights (the first from the Stage I run).
+
+A recipe step trains on the fly by default (`data: online`): every draw is a new window
+degraded afresh (stc.model.stage2.data), and `stc degrade` makes only the held-out clips'
+pairs, once, as the fixed validation set. `data: pairs` makes every clip's pairs with
+`stc degrade` and trains on them; `pairs: DIR` trains on pairs made earlier.
 
 The run folder's layout is in `stc.model.stage2.runs`; in short:
     curriculum.yaml             the curriculum (a changed one is refused)
     stage2_config.yaml          the Stage II config every step starts from
     stage1.txt                  the Stage I run it started from
-    data/                       pairs made by `stc degrade` for steps that name a recipe
+    data/                       pairs made by `stc degrade`: the validation pairs of online
+                                steps, every pair of `data: pairs` steps
+    val_clips.parquet           the held-out clips (a curated-manifest subset) for data/
     steps/01-<name>/            one TrainLoop run per step (config, checkpoints, tb, metrics)
 A step is finished when its newest checkpoint reaches its iterations; a rerun skips finished
 steps and resumes the unfinished one from its newest checkpoint.
@@ -17,10 +24,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from stc.core.config import ConfigError, load_config, save_config, to_dict
 from stc.degrade.recipe import load_recipe
 from stc.degrade.windows import WindowOptions
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.manifests.io import locate_manifest, read_table, write_table
 from stc.model.stage1.vqgan3d import load_stage1
+from stc.model.stage2.data import OnlineSource, check_online, online_clips, val_windows_per_clip
 from stc.model.stage2.runs import (
     CONFIG_FILE,
     CURRICULUM_FILE,
@@ -82,6 +95,12 @@ def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
     config.check_against(s1cfg.model)
     _check_run(run2, cur, stage1, config)
 
+    for step in cur.steps:   # refuse what cannot run before anything is made
+        if step.online:
+            check_online(load_recipe(step.recipe))
+    if manifest is None and any(not s.pairs for s in cur.steps):
+        manifest = stage1_manifest(stage1)
+
     results = []
     dirs = step_dirs(run2, cur)
     for i, (step, step_dir) in enumerate(zip(cur.steps, dirs)):
@@ -90,13 +109,22 @@ def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
         if _step_done(step_dir, iterations):
             log(f"{label}: finished earlier in {step_dir}, skipping")
             continue
-        pairs = Path(step.pairs) if step.pairs else _make_pairs(
-            step, cur, run2, manifest, stage1, config, make_pairs, log)
+        online = None
+        if step.pairs:
+            pairs = Path(step.pairs)
+        elif step.online:
+            pairs = _make_pairs(step, cur, run2, _val_manifest(run2, manifest, config), config,
+                                make_pairs, log, per_clip=True)
+            online = OnlineSource(Path(manifest), step.recipe, cur.degrade_seed, stream=i)
+        else:
+            pairs = _make_pairs(step, cur, run2, Path(manifest), config, make_pairs, log)
         recipe = _recipe_name(step)
         init_from, kind = (stage1, "stage1") if i == 0 else (dirs[i - 1], "stage2")
-        log(f"{label}: training on {recipe} pairs from {pairs}, {iterations} iterations")
+        how = "degraded on the fly" if online else f"pairs from {pairs}"
+        log(f"{label}: training on {recipe} {how}, {iterations} iterations")
         trainer = Stage2Trainer(config, pairs, recipe, step_dir, init_from, kind,
-                                max_steps=iterations, lr=step.lr, device=device, log=log)
+                                max_steps=iterations, lr=step.lr, device=device, log=log,
+                                online=online)
         results.append(trainer.run())
     log(f"curriculum {cur.name or ''} finished; final model in {final_step_dir(run2)}")
     return results
@@ -108,19 +136,42 @@ def _recipe_name(step: CurriculumStep) -> str | None:
     return load_recipe(step.recipe).name
 
 
-def _make_pairs(step: CurriculumStep, cur: Curriculum, run2: Path, manifest, stage1: Path,
-                config, make_pairs: MakePairs | None, log) -> Path:
-    """Pairs for a recipe step under RUN2/data/, made by `make_pairs` (the degradation
-    pipeline, whose rerun skips clips already degraded)."""
+VAL_MANIFEST = "val_clips.parquet"
+
+
+def _val_manifest(run2: Path, manifest: str | Path, config) -> Path:
+    """RUN2/val_clips.parquet: the rows of the curated manifest's held-out clips (those the
+    on-the-fly steps never draw), with absolute clip paths, for `stc degrade`."""
+    d = config.data
+    _, val = online_clips(manifest, d.num_frames, d.val_fraction)
+    path = locate_manifest(manifest)
+    table = read_table(path, CLIP_SCHEMA)
+    table = table.filter(pc.is_in(table.column("clip_id"),
+                                  value_set=pa.array(sorted(c.clip_id for c in val))))
+    root = path.parent
+    paths = [str((root / p).resolve()) for p in table.column("clip_path").to_pylist()]
+    table = table.set_column(table.schema.get_field_index("clip_path"), "clip_path",
+                             pa.array(paths, pa.string()))
+    out = run2 / VAL_MANIFEST
+    write_table(table, out)
+    return out
+
+
+def _make_pairs(step: CurriculumStep, cur: Curriculum, run2: Path, manifest: Path, config,
+                make_pairs: MakePairs | None, log, per_clip: bool = False) -> Path:
+    """Pairs of `manifest`'s clips for a recipe step under RUN2/data/, made by `make_pairs`
+    (the degradation pipeline, whose rerun skips clips already degraded). With `per_clip`,
+    only as many windows per clip as the validation needs."""
     if make_pairs is None:
         raise ConfigError(f"step {step.name!r} names recipe {step.recipe!r}: pass make_pairs "
                           "(`stc train stage2` passes `stc degrade`) or give the step `pairs`")
-    if manifest is None:
-        manifest = stage1_manifest(stage1)
     data = run2 / "data"
-    log(f"making {step.recipe} pairs from {manifest} into {data}")
-    opts = WindowOptions(window=config.data.num_frames, size=config.data.size)
+    d = config.data
+    opts = WindowOptions(window=d.num_frames, size=d.size)
+    if per_clip:
+        n_val = len(read_table(manifest, CLIP_SCHEMA))
+        opts.max_windows = val_windows_per_clip(d.val_pairs, n_val)
+    what = "validation pairs" if per_clip else "pairs"
+    log(f"making {step.recipe} {what} from {manifest} into {data}")
     make_pairs(step.recipe, Path(manifest), data, opts, cur.degrade_seed)
     return data
-
-

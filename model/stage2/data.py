@@ -8,7 +8,7 @@ uninterrupted one would have)
 
   - picks a training clip and a start frame with `numpy.random.default_rng([seed, stream,
     index])` (`seed` = train.seed, `stream` = the curriculum step, so steps differ),
-  - reads that window of the curated HQ clip at `size` x `size` (core.video.rescale_frames,
+  - reads that window of the curated HQ clip at `size` x `size` (core.video.resize_frames,
     as Stage I does),
   - degrades it with `stc.degrade.recipe.Recipe.run`, the very code `stc degrade` runs,
     seeded by (degrade seed, clip id, recipe name) with spawn key (index, recipe step):
@@ -33,8 +33,8 @@ import torch
 from torch.utils.data import Dataset
 
 from stc.core.config import ConfigError
-from stc.core.video import read_frames, rescale_frames
-from stc.degrade.loader import to_tensor
+from stc.core.tensors import to_tensor
+from stc.core.video import read_frames, resize_frames
 from stc.degrade.recipe import Recipe, load_recipe
 from stc.manifests.schema import ManifestError
 from stc.model.stage1.data import Clip, hash_fraction, load_clips
@@ -77,7 +77,7 @@ def load_window_uint8(clip: Clip, start: int, num_frames: int, size: int) -> np.
     if len(frames) < num_frames:
         raise ManifestError(f"{clip.path}: only {len(frames)} frames from {start}, "
                             f"wanted {num_frames}")
-    return np.ascontiguousarray(rescale_frames(frames, size, size))
+    return np.ascontiguousarray(resize_frames(frames, size, size))
 
 
 class OnlinePairs(Dataset):

@@ -96,11 +96,13 @@ class Stage2Model(nn.Module):
         return self.decode_logits(self(lq)).float().clamp(-1, 1)
 
 
-def load_stage2(path: str | Path, device: str | torch.device = "cpu") -> tuple[Stage2Model, Stage2Config]:
+def load_stage2(path: str | Path, device: str | torch.device = "cpu",
+                ema: bool = True) -> tuple[Stage2Model, Stage2Config]:
     """A trained Stage II model in eval mode, and its config.
 
     `path` is a Stage II run folder (the last step of its curriculum), one step's run folder,
-    a checkpoint folder, or a .safetensors file inside one.
+    a checkpoint folder, or a .safetensors file inside one (that file is loaded). The EMA
+    weights by default, when the checkpoint has them.
     """
 
     path = Path(path).expanduser()
@@ -114,7 +116,8 @@ def load_stage2(path: str | Path, device: str | torch.device = "cpu") -> tuple[S
 
         state = load_file(str(path))
     else:
-        state = load_weights(ckpt, "model")
+        name = "ema" if ema and (ckpt / "ema.safetensors").exists() else "model"
+        state = load_weights(ckpt, name)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

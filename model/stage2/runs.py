@@ -4,7 +4,9 @@ A Stage II run folder:
     curriculum.yaml             the curriculum (a changed one is refused)
     stage2_config.yaml          the Stage II config every step starts from
     stage1.txt                  the Stage I run it started from
-    data/                       pairs made for steps that name a recipe
+    data/                       `stc degrade` pairs: validation pairs of online steps,
+                                training pairs of `data: pairs` steps
+    val_clips.parquet           the held-out clips those validation pairs come from
     steps/01-<name>/            one TrainLoop run per step (config, checkpoints, tb, metrics)
 
 Kept apart from `curriculum` (which trains) so that loading a finished model needs only this
@@ -16,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from stc.core.config import ConfigError, load_config
 from stc.model.stage2.config import Stage2Config
@@ -30,12 +33,24 @@ STAGE1_FILE = "stage1.txt"
 @dataclass
 class CurriculumStep:
     name: str
-    # A degradation recipe (built-in name or YAML file): its pairs are made under RUN2/data/.
+    # A degradation recipe (built-in name or YAML file).
     recipe: str | None = None
-    # Or a folder made by `stc degrade` (with `recipe` naming which of its recipes to read).
+    # How a recipe step gets its training pairs:
+    #   online  a fresh degradation of a freshly drawn window at every draw, in the data
+    #           loader (stc.model.stage2.data), as the authors train; `stc degrade` makes
+    #           only the held-out clips' pairs, under RUN2/data/, for validation;
+    #   pairs   `stc degrade` makes pairs of every clip once under RUN2/data/ and the step
+    #           trains on those (for recipes too slow to run per draw, e.g. pixel flicker).
+    data: Literal["online", "pairs"] = "online"
+    # Or a folder made by `stc degrade` to train on (with `recipe` naming which of its
+    # recipes to read); implies data: pairs.
     pairs: str | None = None
     iterations: int = 50_000
     lr: float | None = None       # None: the Stage II config's optim.lr
+
+    @property
+    def online(self) -> bool:
+        return self.data == "online" and not self.pairs
 
 
 @dataclass
@@ -43,7 +58,7 @@ class Curriculum:
     name: str = ""
     description: str = ""
     steps: list[CurriculumStep] = field(default_factory=list)
-    # Seed of the degradations this curriculum makes (the shards, not the training).
+    # Seed of the degradations this curriculum makes: the on-the-fly draws and the shards.
     degrade_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,6 +72,8 @@ class Curriculum:
                 raise ConfigError(f"curriculum {self.name!r}, step {s.name!r}: give a recipe or pairs")
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.name):
                 raise ConfigError(f"step name {s.name!r}: letters, digits, '_', '.', '-' only")
+            if s.data not in ("online", "pairs"):
+                raise ConfigError(f"step {s.name!r}: data must be 'online' or 'pairs', got {s.data!r}")
 
 
 def load_curriculum(name_or_file: str | Path) -> Curriculum:

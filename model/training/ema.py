@@ -1,4 +1,4 @@
-"""Exponential moving average of a model's weights (the weights Stage I saves for use).
+"""Exponential moving average of a model's weights (the weights both stages export).
 
 The EMA copy is what downstream stages load: it is smoother than the raw weights of an
 adversarially trained auto-encoder. Buffers are copied, not averaged.
@@ -20,9 +20,12 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        ema_p = list(self.model.parameters())
-        cur_p = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_p, cur_p, 1.0 - self.decay)
+        """Move the average toward `model`'s trainable parameters; frozen ones (Stage II's
+        Stage I model) stay as copied, which they equal."""
+        pairs = [(e, p.detach()) for e, p in zip(self.model.parameters(), model.parameters())
+                 if p.requires_grad]
+        if pairs:
+            torch._foreach_lerp_([e for e, _ in pairs], [p for _, p in pairs], 1.0 - self.decay)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
 
