@@ -96,7 +96,8 @@ def load_view(entry: Mapping[str, Any], indices: list[int]) -> View:
     raise FileNotFoundError(f"neither the source ({src}) nor a written clip is on disk")
 
 
-def _draw_text_boxes(ax, boxes: list[Mapping[str, Any]], place: Callable[[np.ndarray], np.ndarray]) -> None:
+def _draw_text_boxes(ax, boxes: list[Mapping[str, Any]], place: Callable[[np.ndarray], np.ndarray],
+                     right: float) -> None:
     # Least telling first, so a text box is drawn on top of the grey candidates it beat.
     order = list(VERDICT_STYLE)[::-1]
     for b in sorted(boxes, key=lambda b: order.index(b["verdict"]) if b["verdict"] in order else 0):
@@ -105,9 +106,14 @@ def _draw_text_boxes(ax, boxes: list[Mapping[str, Any]], place: Callable[[np.nda
         ax.add_patch(Polygon(pts, closed=True, fill=False, ec=color, lw=lw, ls=ls))
         if b.get("rec") is None:
             continue
-        label = f"{_short(_printable(b['text']), LABEL_CHARS) or '∅'} {b['rec']:.2f}"
-        ax.text(pts[:, 0].min(), pts[:, 1].min() - 2, label, color=color, fontsize=6.5, va="bottom",
-                ha="left", clip_on=True, bbox={"fc": "black", "ec": "none", "alpha": 0.55, "pad": 0.6})
+        # Cut to what fits between the box and the tile's right edge (~5 px a character).
+        room = max(4, min(LABEL_CHARS, int((right - pts[:, 0].min()) / 5.2) - 5))
+        label = f"{_short(_printable(b['text']), room) or '∅'} {b['rec']:.2f}"
+        # Above the box, or below it when the box touches the top of the tile.
+        above = pts[:, 1].min() > 14
+        ax.text(pts[:, 0].min(), pts[:, 1].min() - 2 if above else pts[:, 1].max() + 2, label,
+                color=color, fontsize=6.5, va="bottom" if above else "top", ha="left", clip_on=True,
+                bbox={"fc": "black", "ec": "none", "alpha": 0.55, "pad": 0.6})
 
 
 def _draw_landmarks(ax, pts6: list[float], alpha: float | None, side: bool,
@@ -152,7 +158,7 @@ def draw_row(ax, entry: Mapping[str, Any], frames: int = FRAMES, tile: int = TIL
         def place(p, x=x, s=s):
             return to_view(p) * s + (x, 0)
 
-        _draw_text_boxes(ax, [b for b in text.get("boxes") or [] if int(b["frame"]) == i], place)
+        _draw_text_boxes(ax, [b for b in text.get("boxes") or [] if int(b["frame"]) == i], place, x + tw)
         if i in marks:
             k = marks[i]
             _draw_landmarks(ax, side["points"][k], side["alpha"][k], bool(side["side"][k]), place,
@@ -162,11 +168,12 @@ def draw_row(ax, entry: Mapping[str, Any], frames: int = FRAMES, tile: int = TIL
         x += tw + GAP
     ax.set_xlim(0, max(x - GAP, 1))
     ax.set_ylim(tile, 0)
+    ax.set_anchor("W")      # a short strip sits under its title, not centred
     for sp in ax.spines.values():
         sp.set_visible(False)
 
 
-def _title(entry: Mapping[str, Any]) -> str:
+def _title(entry: Mapping[str, Any], chars: int) -> str:
     facts = []
     if entry.get("side_ratio_median") is not None:
         facts.append(f"α median {entry['side_ratio_median']:.2f}")
@@ -174,12 +181,13 @@ def _title(entry: Mapping[str, Any]) -> str:
         facts.append(f"side {entry['side_fraction']:.0%}")
     if entry.get("text_score") is not None:
         facts.append(f"text score {entry['text_score']:.2f}")
-    head = f"{entry['clip_id']}   {entry['status']}/{entry['reason']}   [{'; '.join(entry['why'])}]"
+    head = _short(f"{entry['clip_id']}   {entry['status']}/{entry['reason']}   [{'; '.join(entry['why'])}]",
+                  chars)
     msg = entry.get("message") or ""
     src = entry.get("source_path") or ""
     if src and msg.startswith(f"{src}: "):
         msg = msg[len(src) + 2:]   # the path is in the header already, as the clip id
-    second = "   ".join(x for x in (", ".join(facts), _short(_printable(msg), 150)) if x)
+    second = _short("   ".join(x for x in (", ".join(facts), _printable(msg)) if x), chars)
     return f"{head}\n{second}" if second else head
 
 
@@ -196,7 +204,8 @@ def review_figure(entries: list[Mapping[str, Any]], title: str, frames: int = FR
         y1 = 1 - (top + k * row_h + 0.42) / fig.get_figheight()
         ax = fig.add_axes((0.15 / fig.get_figwidth(), y1 - (tile / DPI) / fig.get_figheight(),
                            width / fig.get_figwidth(), (tile / DPI) / fig.get_figheight()))
-        ax.set_title(_title(entry), fontsize=7.5, loc="left", pad=2)
+        # ~4.6 px per character of the 7.5 pt title
+        ax.set_title(_title(entry, int(width * DPI / 4.6)), fontsize=7.5, loc="left", pad=2)
         draw_row(ax, entry, frames, tile)
     handles = [Line2D([], [], color=c, lw=lw, ls=ls, label=lab) for c, lw, ls, lab in VERDICT_STYLE.values()]
     handles += [Line2D([], [], color="#40c4ff", marker="o", ls="-", ms=4, label="eye corners 36, 45"),

@@ -335,7 +335,10 @@ def review_rows(manifest: ClipManifest, per_reason: int = REVIEW_PER_REASON,
     rejected = []
     bad = df[df["status"] == "rejected"].sort_values(["reason", "clip_id"], kind="stable")
     for _, group in bad.groupby("reason", sort=True):
-        for row in group.head(per_reason).to_dict("records"):
+        # Spread over the group, not its first rows: neighbours by clip id are often
+        # variants of one source.
+        picks = np.unique(np.linspace(0, len(group) - 1, min(per_reason, len(group))).round().astype(int))
+        for row in group.iloc[picks].to_dict("records"):
             rejected.append(_review_entry(row, manifest.root, [f"rejected: {row['reason']}"]))
     kept = df[df["status"] == "kept"]
     picked: dict[str, tuple[dict, list[str]]] = {}

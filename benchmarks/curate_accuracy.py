@@ -49,12 +49,13 @@ from stc.core.video import decode_sampled  # noqa: E402
 from stc.curation import text as text_mod  # noqa: E402
 from stc.curation.config import CurateConfig  # noqa: E402
 from stc.curation.faces import downscale  # noqa: E402
-from stc.manifests.clips import CLIP_SCHEMA  # noqa: E402
+from stc.manifests.clips import CLIP_SCHEMA, REASONS  # noqa: E402
 from stc.manifests.io import read_manifest  # noqa: E402
 
 from tests import hard_cases  # noqa: E402
 
 EXPECTED = ("kept", "rejected", "either")
+ERROR_REASONS = {r for r, (status, _) in REASONS.items() if status == "error"}
 
 
 class LabelError(ValueError):
@@ -122,8 +123,20 @@ def curate(files: list[Path], out: Path, config: Path, workers: int) -> dict[str
     df = read_manifest(out / "manifest.parquet", CLIP_SCHEMA)
     stats_file = out / "run_stats.json"
     run_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-    return {"rows": {str(Path(r["source_path"]).resolve()): r for r in df.to_dict("records")},
-            "wall_seconds": wall, "run_stats": run_stats}
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for r in df.to_dict("records"):
+        by_source.setdefault(str(Path(r["source_path"]).resolve()), []).append(r)
+    return {"rows": by_source, "wall_seconds": wall, "run_stats": run_stats}
+
+
+def file_outcome(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One labelled file's decision when curation cut it into several clips (shots,
+    faces): kept if any clip was kept, else the most common reason."""
+    kept = [r for r in rows if r["status"] == "kept"]
+    if kept:
+        return kept[0]
+    common = Counter(r["reason"] for r in rows).most_common(1)[0][0]
+    return next(r for r in rows if r["reason"] == common)
 
 
 # --- scoring -------------------------------------------------------------------------
@@ -141,17 +154,16 @@ def agrees(lab: Label, row: dict[str, Any]) -> bool:
     return row["status"] != "kept" and (not lab.reason or row["reason"] == lab.reason)
 
 
-def score(labels: list[Label], rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def score(labels: list[Label], rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     results = []
     for lab in labels:
-        row = rows.get(str(lab.path))
-        if row is None:
+        if not rows.get(str(lab.path)):
             sys.exit(f"{lab.path}: no manifest row; did stc curate see it?")
-        results.append((lab, row))
+        results.append((lab, file_outcome(rows[str(lab.path)])))
     confusion: dict[str, Counter] = {}
     for lab, row in results:
         confusion.setdefault(label_key(lab), Counter())[row["reason"]] += 1
-    reasons = sorted({row["reason"] for _, row in results} | {lab.reason for lab, _ in results if lab.reason}
+    reasons = sorted(({row["reason"] for _, row in results} | {lab.reason for lab, _ in results})
                      - {"kept", ""})
     per_reason = {}
     for r in reasons:
@@ -243,7 +255,9 @@ def step_seconds(run: dict[str, Any]) -> dict[str, float] | None:
 def format_report(name: str, s: dict[str, Any]) -> str:
     got_cols = sorted({g for v in s["confusion"].values() for g in v})
     w = max([len(k) for k in s["confusion"]] + [18])
-    lines = [f"== {name}: {s['agree']}/{s['clips']} decisions agree with the labels",
+    errors = [r for r in s["rows"] if r["got"] in ERROR_REASONS]
+    lines = [f"== {name}: {s['agree']}/{s['clips']} decisions agree with the labels"
+             + (f"  (WARNING: {len(errors)} clips ended in error: see their messages)" if errors else ""),
              "", "confusion (rows: label, columns: stc's reason)",
              f"{'label':<{w}} " + " ".join(f"{c:>14}" for c in got_cols)]
     for k, v in s["confusion"].items():
@@ -271,7 +285,11 @@ def render_review(curated: Path, dest: Path) -> None:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if done.returncode:
             sys.exit(f"stc stats failed:\n{done.stderr[-3000:]}")
-        shutil.copyfile(Path(tmp) / "review_rejected.png", dest)
+        page = Path(tmp) / "review_rejected.png"
+        if not page.exists():
+            print(f"no rejected clip in {curated}: no review page to save", file=sys.stderr)
+            return
+        shutil.copyfile(page, dest)
 
 
 def main() -> None:
@@ -325,8 +343,11 @@ def main() -> None:
         out[name] = s
         report.append(format_report(name, s))
         if name == "recognizer":
-            analysed = [r for r in run["rows"].values() if isinstance(r.get("text_evidence"), str)]
-    if args.timing_repeats > 0:
+            analysed = [r for rs in run["rows"].values() for r in rs
+                        if isinstance(r.get("text_evidence"), str)]
+    if args.timing_repeats > 0 and not analysed:
+        print("no clip reached the text stage: nothing to time", file=sys.stderr)
+    elif args.timing_repeats > 0:
         t = time_text_stage(analysed, base_cfg, args.timing_repeats)
         steps = out["recognizer"]["step_seconds"]
         if steps:

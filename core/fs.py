@@ -8,6 +8,7 @@ import errno
 import fcntl
 import json
 import os
+import posixpath
 import shutil
 import socket
 import sys
@@ -135,9 +136,34 @@ def _holder(path: Path) -> str:
             f"since {info.get('since')}")
 
 
+# --- paths read from manifests ------------------------------------------------------------
+class OutsideRoot(ValueError):
+    """A path read from a manifest leads outside the folders that manifest may name."""
+
+
+def within(root: str | Path, text: str | Path) -> Path | str | None:
+    """`root / text` with links and `..` resolved, when that stays inside `root` (an absolute
+    `text` counts as itself); None when it leads out. Whether the file exists plays no part,
+    so a refusal says nothing about what lies outside. A URL root (s3://...) is judged on
+    the names alone: `text` must be relative and stay below it."""
+    if "://" in str(root):
+        if "://" in str(text) or str(text).startswith("/"):
+            return None
+        base = str(root).rstrip("/")
+        scheme, rest = base.split("://", 1)
+        joined = posixpath.normpath(f"/{rest}/{text}")
+        return f"{scheme}:/{joined}" if joined.startswith(f"/{rest}/") else None
+    base = Path(root).resolve()
+    target = (base / text).resolve()
+    return target if target == base or base in target.parents else None
+
+
 # --- disk full ---------------------------------------------------------------------------
 class DiskFull(OSError):
     """The output folder's file system is full; everything written before is kept."""
+
+    def __str__(self) -> str:      # the sentence alone, without OSError's "[Errno 28] "
+        return self.strerror or super().__str__()
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -45,10 +45,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's "accelerator env var" and metrics exporter warnings are for Ray developers.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if not address:
+        # Ray 2.x turns `_node_ip_address="127.0.0.1"` back into the machine's public address
+        # and its servers listen on every interface; only with "clusters off" (its Windows and
+        # macOS default) does it take the loopback address and bind its servers to it. Set
+        # before `import ray` for the processes it starts, and on the imported constant for
+        # a process that imported ray already.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     if ray.is_initialized():
         return
+    if not address:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
     kwargs: dict[str, Any] = dict(include_dashboard=False,
                                   logging_level=logging.INFO if verbose else logging.ERROR,
                                   log_to_driver=verbose, configure_logging=True)
@@ -56,7 +67,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_HOST, **kwargs)
+            # "local": a new private cluster, never one a `ray start` on this machine left
+            # in /tmp/ray/ray_current_cluster (Ray joins that when given no address).
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address=LOCAL_HOST, **kwargs)
     except Exception as exc:  # noqa: BLE001 - Ray raises many types for one cause
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise RayUnavailable(f"could not start or join {where} ({type(exc).__name__}: {exc}); "
@@ -139,7 +152,10 @@ def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs:
 
     if not items:
         return
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None, max_restarts=0)(_Actor)
+    # SPREAD: on a cluster, actors go to every node rather than filling the driver's node
+    # first (Ray's default packs), so a run uses all nodes' disks, memory and network.
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None, max_restarts=0,
+                        scheduling_strategy="SPREAD")(_Actor)
     size = max(1, min(workers or ray_cpus(), len(items)))
 
     def start():

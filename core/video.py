@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -61,25 +61,95 @@ class VideoInfo:
     rotation: int          # degrees clockwise the frames must be turned for display
 
 
-def _rotation(stream) -> int:
-    """Display rotation from the stream's display matrix, as ffmpeg's autorotate applies it."""
+def _frame_rotation(frame) -> int:
+    """Degrees clockwise a decoded frame must be turned for display, as ffmpeg's autorotate
+    (and so `crop_transcode`) turns it. PyAV 18 exposes the display matrix only on decoded
+    frames (`frame.rotation`, counter-clockwise degrees); its streams have no side data."""
     try:
-        from av.sidedata.sidedata import Type  # noqa: F401
-    except ImportError:
-        pass
-    matrix = None
-    side_data = getattr(stream, "side_data", None)
-    if side_data:
-        for key, value in dict(side_data).items():
-            if "DISPLAYMATRIX" in str(key).upper():
-                matrix = value
-    if matrix is None:
-        meta_rot = (stream.metadata or {}).get("rotate")
-        return int(meta_rot) % 360 if meta_rot else 0
-    try:
-        return int(round(-float(matrix))) % 360
+        ccw = float(getattr(frame, "rotation", 0) or 0)
     except (TypeError, ValueError):
         return 0
+    return int(round(-ccw / 90)) * 90 % 360
+
+
+def _rotation(container, stream) -> int:
+    """Display rotation of a stream: an explicit `rotate` tag (older demuxers), else the
+    display matrix of its first decoded frame (0 when none decodes; decoding reports that)."""
+    import av
+
+    meta_rot = (stream.metadata or {}).get("rotate")
+    if meta_rot:
+        try:
+            return int(round(float(meta_rot) / 90)) * 90 % 360
+        except ValueError:
+            pass
+    try:
+        for frame in container.decode(stream):
+            return _frame_rotation(frame)
+    except av.error.FFmpegError:
+        pass
+    return 0
+
+
+class TruncatedVideo(VideoError):
+    """A file that ends before the data its container declares: an interrupted download or
+    copy. Reported as `truncated`, never analysed from the part that is there."""
+
+
+def _mp4_shortfall(path: Path) -> tuple[int, int] | None:
+    """(bytes the top-level boxes of an MP4/MOV claim, bytes the file has) when the boxes
+    run past the end of the file, else None (also for files that are not ISO-BMFF).
+
+    A cut mp4 either lost its index (moov at the end: ffmpeg cannot open it) or keeps an
+    index that points past the end (moov first: ffmpeg decodes the part that is there and
+    says nothing), so the box sizes are the one sign that holds for both."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8 or head[4:8] != b"ftyp":
+            return None
+        pos = 0
+        while pos < size:
+            f.seek(pos)
+            hdr = f.read(16)
+            # Trailing bytes that are no box header (padding, a cut inside a header): no
+            # verdict here; the decoded frame count still catches a short file.
+            if len(hdr) < 8 or not all(32 <= b < 127 for b in hdr[4:8]):
+                return None
+            box = int.from_bytes(hdr[:4], "big")
+            if box == 1:                        # a 64-bit size follows the type
+                if len(hdr) < 16:
+                    return None
+                box = int.from_bytes(hdr[8:16], "big")
+            elif box == 0:                      # the last box runs to the end of the file
+                return None
+            if box < 8:
+                return None                     # not a box structure we understand: no verdict
+            pos += box
+        return (pos, size) if pos > size else None
+
+
+def _check_not_cut(path: Path) -> None:
+    short = _mp4_shortfall(path)
+    if short:
+        need, have = short
+        raise TruncatedVideo(
+            f"{path}: truncated: the file has {have} bytes but its mp4 boxes need {need} "
+            f"({100 * have / need:.0f}% present; an interrupted download or copy); download "
+            "it again or remove it")
+
+
+def check_frame_count(info: "VideoInfo", decoded: int) -> None:
+    """TruncatedVideo when a decode gave clearly fewer frames than the container declares.
+
+    Containers that declare no count are not judged. The slack (2% + 1 frame) absorbs edit
+    lists and decoder delay; a cut file misses far more."""
+    declared = info.num_frames
+    if declared and decoded < declared * 0.98 - 1:
+        raise TruncatedVideo(
+            f"{info.path}: truncated: {decoded} of the {declared} frames its container declares "
+            f"could be decoded ({info.duration:.2f} s declared); the file was cut short or is "
+            "damaged: download it again or remove it")
 
 
 def _open(path: str | Path):
@@ -93,6 +163,7 @@ def _open(path: str | Path):
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
+        _check_not_cut(path)
         raise VideoError(f"{path}: not a video ffmpeg can open ({exc}); re-download or remove it") from None
     if not container.streams.video:
         container.close()
@@ -101,9 +172,11 @@ def _open(path: str | Path):
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """fps, frame count, size, duration, codec and rotation of a video, or VideoError."""
+    """fps, frame count, size, duration, codec and rotation of a video, or VideoError
+    (TruncatedVideo for a file cut short)."""
     container = _open(path)
     try:
+        _check_not_cut(Path(path))
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
@@ -113,7 +186,7 @@ def probe(path: str | Path) -> VideoInfo:
         elif container.duration:
             duration = container.duration / 1_000_000
         width, height = stream.codec_context.width, stream.codec_context.height
-        rotation = _rotation(stream)
+        rotation = _rotation(container, stream)
         if rotation in (90, 270):
             width, height = height, width
         if not width or not height:
@@ -126,9 +199,22 @@ def probe(path: str | Path) -> VideoInfo:
         container.close()
 
 
+def owned_array(img: np.ndarray) -> np.ndarray:
+    """`img` as a C-contiguous array that owns its memory, copied only when it is not.
+
+    Native libraries (dlib, OpenCV, onnxruntime) take a pointer and assume dense rows. PyAV
+    hands out views of frame buffers whose rows are padded (a 388 px rgb24 row is 1200
+    bytes, not 1164), and dlib ignores the strides: it read the padding, so the same frame
+    gave different faces depending on what the process had decoded before.
+    """
+    if img.flags.c_contiguous and img.flags.owndata:
+        return img
+    return np.array(img, order="C", copy=True)
+
+
 def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
     # np.rot90 turns counter-clockwise; display rotation is clockwise.
-    return np.ascontiguousarray(np.rot90(img, k=-(rotation // 90))) if rotation else img
+    return np.rot90(img, k=-(rotation // 90)) if rotation else img
 
 
 class _Decoder:
@@ -139,7 +225,8 @@ class _Decoder:
         self.container = _open(path)
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
-        self.rotation = _rotation(self.stream) if rotation is None else rotation
+        # None: taken from the first decoded frame's display matrix (no extra decode).
+        self.rotation = rotation
         self.index = -1
 
     def frames(self) -> Iterator:
@@ -148,7 +235,9 @@ class _Decoder:
             yield self.index, frame
 
     def image(self, frame, fmt: str) -> np.ndarray:
-        return _rotate(frame.to_ndarray(format=fmt), self.rotation)
+        if self.rotation is None:
+            self.rotation = _frame_rotation(frame)
+        return owned_array(_rotate(frame.to_ndarray(format=fmt), self.rotation))
 
 
 @contextlib.contextmanager
@@ -196,6 +285,49 @@ def decode_sampled(path: str | Path, indices: set[int], on_frame, fmt: str = "rg
         if include_last and last is not None and not done:
             on_frame(index, dec.image(last, fmt))
     return index + 1
+
+
+def scan_frames(path: str | Path, thumb: tuple[int, int] | None, want: Callable[[int], bool],
+                max_side: int
+                ) -> Iterator[tuple[int, float | None, np.ndarray | None, np.ndarray | None]]:
+    """Decode every frame once for analysis without making full-size RGB frames: yield
+    (index, time, thumb, sample) per frame, `time` its timestamp in seconds (pts x time
+    base, None when the stream has none), `thumb` the frame scaled to exactly `thumb` = (w, h)
+    (None when not asked), `sample` the frame shrunk so its longer side is at most
+    `max_side` for the frames `want(index)` selects (else None). Both are RGB, in display
+    orientation, converted by swscale straight from the decoder's pixels (bicubic for the
+    thumb, area averaging for the sample), and own their memory.
+
+    The last frame, when `want` skipped it, is yielded once more after it with time and
+    thumb None and its sample (container frame counts can be wrong, so only the end tells which
+    frame is last). Errors raise VideoError naming the file and the frame."""
+
+    def convert(frame, coded: tuple[int, int] | None, interp: str) -> np.ndarray:
+        """`frame` as RGB at the (w, h) `coded` size (None: as decoded), then turned."""
+        if coded is None:
+            img = frame.to_ndarray(format="rgb24")
+        else:
+            img = frame.reformat(coded[0], coded[1], "rgb24", interpolation=interp).to_ndarray()
+        return owned_array(_rotate(img, dec.rotation))
+
+    def sample(frame) -> np.ndarray:
+        w, h = frame.width, frame.height
+        s = max_side / max(w, h)
+        return convert(frame, None if s >= 1 else (max(2, round(w * s)), max(2, round(h * s))), "AREA")
+
+    index, last, sampled = -1, None, False
+    with _decoding(path) as dec:
+        for index, frame in dec.frames():
+            if dec.rotation is None:
+                dec.rotation = _frame_rotation(frame)
+            small = None
+            if thumb is not None:
+                small = convert(frame, thumb[::-1] if dec.rotation in (90, 270) else thumb, "BICUBIC")
+            sampled = want(index)
+            yield index, frame.time, small, (sample(frame) if sampled else None)
+            last = frame
+        if last is not None and not sampled:
+            yield index, None, None, sample(last)
 
 
 @functools.lru_cache(maxsize=256)
@@ -361,14 +493,31 @@ def encode_frames(frames: Iterable[np.ndarray] | np.ndarray, path: str | Path, f
     return path
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Part of a video, picked by frame timestamps (seconds, as the decoder stamps them:
+    pts x time base): the frames with `after` < t < `before` (None: unbounded), at most
+    `frames` of them. `seek` (seconds from the file's start) lies at or before the first
+    of them; decoding starts at the keyframe before it instead of at frame 0. For a stream
+    without timestamps, `first` picks the frames by decode order instead (frames
+    first..first+frames-1, decoded from frame 0)."""
+
+    frames: int
+    after: float | None = None
+    before: float | None = None
+    seek: float = 0.0
+    first: int | None = None
+
+
 def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, int], size: int,
                    crf: float = 10, preset: str = "medium", pix_fmt: str = "yuv420p",
-                   threads: int = 0, analysis_size: int | None = None, keyint: int = 0
-                   ) -> Iterator[np.ndarray]:
-    """Crop `box` (x0, y0, x1, y1, display coordinates) from `src`, scale to size x size
-    and encode to `dst` with libx264, in one ffmpeg decode; yield the same frames as
-    grayscale arrays (at `analysis_size`, default `size`) while they are encoded, so the
-    caller can analyse the written clip without decoding it again.
+                   threads: int = 0, analysis_size: int | None = None, keyint: int = 0,
+                   segment: Segment | None = None) -> Iterator[np.ndarray]:
+    """Crop `box` (x0, y0, x1, y1, display coordinates) from `src` (only `segment` of it
+    when given), scale to size x size and encode to `dst` with libx264, in one ffmpeg
+    decode; yield the same frames as grayscale arrays (at `analysis_size`, default `size`)
+    while they are encoded, so the caller can analyse the written clip without decoding it
+    again.
 
     `dst` appears only once the whole clip is written.
     """
@@ -377,14 +526,28 @@ def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, i
     a = analysis_size or size
     dst = Path(dst)
     with atomic_path(dst, suffix=".mp4") as tmp, tempfile.TemporaryFile() as err:
-        graph = (f"[0:v]crop={x1 - x0}:{y1 - y0}:{x0}:{y0},"
+        pick, inp, limit = "", [], []
+        if segment is not None and segment.first is not None:
+            last = segment.first + segment.frames - 1
+            pick = f"select=between(n\\,{segment.first}\\,{last}),setpts=PTS-STARTPTS,"
+            limit = ["-frames:v", str(segment.frames)]
+        elif segment is not None:
+            # Original timestamps (-copyts) pick the frames exactly; the clip restarts at 0.
+            expr = "*".join([f"gt(t\\,{segment.after!r})"] * (segment.after is not None)
+                            + [f"lt(t\\,{segment.before!r})"] * (segment.before is not None)) or "1"
+            pick = f"select={expr},setpts=PTS-STARTPTS,"
+            if segment.seek > 0:
+                inp = ["-ss", f"{segment.seek:.6f}", "-noaccurate_seek"]
+            inp = ["-copyts", *inp]
+            limit = ["-frames:v", str(segment.frames)]
+        graph = (f"[0:v]{pick}crop={x1 - x0}:{y1 - y0}:{x0}:{y0},"
                  f"scale={size}:{size}:flags=lanczos,setsar=1,split=2[enc][ana];"
                  f"[ana]scale={a}:{a}:flags=area,format=gray[gray]")
-        cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
+        cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *inp, "-i", str(src),
                "-filter_complex", graph,
-               "-map", "[enc]", "-an", "-fps_mode", "passthrough",
+               "-map", "[enc]", "-an", "-fps_mode", "passthrough", *limit,
                *x264_args(crf, preset, pix_fmt, threads, keyint), str(tmp),
-               "-map", "[gray]", "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1"]
+               "-map", "[gray]", "-fps_mode", "passthrough", *limit, "-f", "rawvideo", "pipe:1"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
         frame_bytes = a * a
         try:
@@ -421,9 +584,10 @@ class FrameWriter:
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps_q),
                "-i", "pipe:0"]
         if audio_from is not None:
-            # `?`: a source without audio is fine; the audio is copied, not re-encoded.
-            cmd += ["-i", str(audio_from), "-map", "0:v", "-map", "1:a?", "-c:a", "copy",
-                    "-shortest"]
+            # `?`: a source without audio is fine; the audio is copied, not re-encoded. No
+            # -shortest: it cut every written frame past the end of a shorter audio track;
+            # the output keeps the source's own audio and video lengths.
+            cmd += ["-i", str(audio_from), "-map", "0:v", "-map", "1:a?", "-c:a", "copy"]
         cmd += [*x264_args(crf, preset, pix_fmt, threads), str(self.tmp)]
         self._err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,

@@ -1,44 +1,86 @@
-"""Curating one video: a list of small steps, each timed, any of which may stop the clip.
+"""Curating one source video into clips: timed steps, and every outcome is a row.
 
-    probe -> faces (one decode: detection + landmarks on sampled frames) -> face checks
-    -> crop box -> side face -> text -> write clip (one ffmpeg decode: crop, scale,
-    x264 encode, motion on the same frames)
+    probe -> scan: ONE decode of the source, swscale making only small frames from it:
+               every frame: a 48x27 thumbnail -> the shot detector (TransNetV2, gated)
+               sampled frames (`per_second`): dlib faces + 68 landmarks of every face
+             as each shot closes (or each chunk of a long one): face tracks ->
+             (shot, track) segments cut into clips of at most `max_seconds` ->
+             per clip: face checks, crop box, side face, text
+          -> write: every clip that passed, decoding only its own segment (ffmpeg seeks,
+             picks the frames by timestamp, crops, scales, x264; motion on the same frames)
 
-Every outcome, including crashes inside a step, is a manifest row; nothing raises.
+A source gives one row per clip, kept or rejected; a source that gives no clip (unreadable,
+too short, no face that stays long enough) gives exactly one row saying why. Every shot
+found is recorded in `OUT/shots/<source_id>.json`. Nothing raises.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from stc.core.names import CLIPS_DIR
-from stc.core.video import VideoError, VideoInfo, crop_transcode, decode_sampled, probe
+from stc.core import storage
+from stc.core.fs import write_text_atomic
+from stc.core.names import CLIPS_DIR, SHOTS_DIR
+from stc.core.video import (
+    Segment,
+    TruncatedVideo,
+    VideoError,
+    VideoInfo,
+    check_frame_count,
+    crop_transcode,
+    probe,
+    scan_frames,
+)
 from stc.curation import crop as crop_mod
 from stc.curation import side_face, text
 from stc.curation.config import CurateConfig
-from stc.curation.faces import Box, FaceDetector, count_other_faces, downscale, sample_indices
+from stc.curation.faces import Box, FaceDetector, FaceEmbedder, sample_stride
 from stc.curation.motion import MotionMeter
+from stc.curation.shots import Shot, make_detector
+from stc.curation.tracks import Track, track_faces
 from stc.manifests.clips import REASONS
 
+# A shot longer than this many clips' worth is analysed in chunks of it, so a worker holds
+# the sampled frames of at most one chunk however long the shot (clips never span chunks).
+CHUNK_CLIPS = 3
 
-def clip_id_for(path: str | Path) -> str:
-    """Stable id: the file stem (made safe) and a hash of the absolute path, so two
-    `clip.mp4` files in different folders never collide and reruns find their rows."""
-    p = Path(path).expanduser().resolve()
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", p.stem)[:80] or "video"
-    return f"{stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:10]}"
+
+def source_id_for(path: str | Path) -> str:
+    """Stable id of an input: the file stem (made safe) and a hash of the absolute path (or
+    of the URL, for s3:// and other object storage), so two `clip.mp4` files in different
+    folders never collide and reruns find their rows."""
+    if storage.is_url(path):
+        key, stem = str(storage.location(path)), storage.stem(path)
+    else:
+        p = Path(path).expanduser().resolve()
+        key, stem = str(p), p.stem
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)[:80] or "video"
+    return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def clip_id_for(source_id: str, shot: int, track: int, piece: int) -> str:
+    """One clip of a source: its shot, its face track in the shot, its piece of the track."""
+    return f"{source_id}_s{shot:03d}_t{track:02d}_{piece:02d}"
+
+
+def shots_file(source_id: str) -> str:
+    """Where a source's shots are recorded, relative to the output folder."""
+    return f"{SHOTS_DIR}/{source_id}.json"
 
 
 class Stop(Exception):
-    """A step's verdict that ends the clip: rejected or error, with a reason code."""
+    """A step's verdict that ends a clip (or the whole source): a reason code and message."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -46,42 +88,68 @@ class Stop(Exception):
 
 
 @dataclass
-class SampledFrame:
+class Sample:
+    """A sampled frame, as analysed."""
+
     index: int
     scale: float                      # small = input * scale
     boxes: list[Box]                  # in input pixels, largest first
-    landmarks: np.ndarray | None      # 68x2 of the main face, input pixels
-    small: np.ndarray | None = None   # kept only for the frames text detection looks at
+    points: list[np.ndarray]          # 68x2 landmarks of each box, input pixels
+    small: np.ndarray | None = None   # the analysed frame; dropped once its shot is judged
 
 
 @dataclass
-class ClipState:
-    source_path: str
+class Clip:
+    """One (shot, track) piece on its way to a row."""
+
     row: dict[str, Any]
-    info: VideoInfo | None = None
-    frames: list[SampledFrame] = field(default_factory=list)
-    num_frames: int = 0
+    track: Track
+    start: int
+    end: int                          # exclusive
+    samples: list[Sample]             # every sample in [start, end)
+    found: list[int]                  # positions in `track` of its detections in [start, end)
+    by_frame: dict[int, Sample] = field(default_factory=dict)
     box: tuple[int, int, int, int] | None = None
-    main_boxes: list[Box] = field(default_factory=list)
+    passed: bool = False              # every check before the write passed
+
+
+@dataclass
+class SourceState:
+    path: str
+    source_id: str
+    base: dict[str, Any]              # the columns every row of this source shares
+    timings: dict[str, float]
+    info: VideoInfo | None = None
+    fps: float = 25.0
+    num_frames: int = 0
+    times: list[float | None] = field(default_factory=list)
+    detector: Any = None
+    pending: list[Sample] = field(default_factory=list)
+    samples_seen: int = 0
+    faces_seen: int = 0
+    max_faces: int = 0
+    shots: list[Shot] = field(default_factory=list)
+    shot_index: int = 0               # index the open shot will get
+    shot_start: int = 0
+    shot_score: float | None = None
+    span_start: int = 0               # first frame not yet judged in the open shot
+    consumed: int = 0                 # transitions of the detector already turned into shots
+    track_offset: int = 0             # tracks numbered so far in the open shot
+    clips: list[Clip] = field(default_factory=list)
+    fragments: int = 0                # face segments shorter than min_frames
+    tracks: int = 0
+    embeddings: int = 0
 
 
 class ClipCurator:
-    """Holds the loaded models; `__call__` curates one input and returns (row, timings)."""
+    """Holds the loaded models; `__call__` curates one source video and returns (rows,
+    timings)."""
 
     def __init__(self, cfg: CurateConfig, out_dir: str | Path, threads: int = 1):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.threads = threads
-        self._detector = self._landmarks = self._text = None
-        self.steps = [
-            ("probe", self.probe),
-            ("faces", self.analyse_faces),
-            ("face_checks", self.check_faces),
-            ("crop", self.choose_crop),
-            ("side_face", self.check_side_face),
-            ("text", self.check_text),
-            ("write", self.write_clip),
-        ]
+        self._detector = self._landmarks = self._text = self._embedder = None
 
     # Models load on first use so a worker that only sees unreadable files stays cheap.
     @property
@@ -97,140 +165,372 @@ class ClipCurator:
         return self._landmarks
 
     @property
+    def embedder(self) -> FaceEmbedder:
+        if self._embedder is None:
+            self._embedder = FaceEmbedder()
+        return self._embedder
+
+    @property
     def text_detector(self) -> text.TextDetector:
         if self._text is None:
             self._text = text.TextDetector(self.cfg.text, threads=self.threads)
         return self._text
 
-    def __call__(self, source_path: str, clip_id: str | None = None, source: str = ""
-                 ) -> tuple[dict[str, Any], dict[str, float]]:
-        row = {"clip_id": clip_id or clip_id_for(source_path), "source_path": str(source_path),
-               "source": source, "clip_path": None}
-        state = ClipState(str(source_path), row)
-        timings: dict[str, float] = {}
+    def __call__(self, source_path: str, source_id: str | None = None, source: str = ""
+                 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        source_id = source_id or source_id_for(source_path)
+        base = {"clip_id": source_id, "source_id": source_id, "source_path": str(source_path),
+                "source": source, "clip_path": None}
+        s = SourceState(str(source_path), source_id, base, {})
         try:
-            for name, step in self.steps:
-                t0 = time.perf_counter()
-                try:
-                    step(state)
-                finally:
-                    timings[name] = time.perf_counter() - t0
-            row.update(status="kept", reason="kept", message="")
+            with self._timed(s, "probe"):
+                self.probe(s)
+            self.scan(s)
+            self.check_source(s)
+            if not s.clips:
+                raise self.why_no_clip(s)
+            for c in s.clips:
+                if c.passed:
+                    self._run(s, c, [("write", self.write_clip)])
+            self.record_shots(s)
+            rows = [c.row for c in s.clips]
         except Stop as stop:
-            row.update(status=REASONS[stop.reason][0], reason=stop.reason, message=stop.message)
-        except Exception as exc:  # noqa: BLE001 - a bug must cost one row, not the run
+            rows = [{**base, "status": REASONS[stop.reason][0], "reason": stop.reason,
+                     "message": stop.message}]
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one source, not the run
             tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            row.update(status="error", reason="internal_error",
-                       message=f"{source_path}: unexpected {tail}; please report it with this file")
-        return row, timings
+            rows = [{**base, "status": "error", "reason": "internal_error",
+                     "message": f"{source_path}: unexpected {tail}; please report it with this file"}]
+        if len(rows) == 1 and rows[0]["clip_id"] == source_id:
+            rows[0].update(self._source_facts(s))
+        return rows, s.timings
 
-    # --- steps -------------------------------------------------------------------
-    def probe(self, s: ClipState) -> None:
+    @contextmanager
+    def _timed(self, s: SourceState, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
         try:
-            info = probe(s.source_path)
+            yield
+        finally:
+            s.timings[name] = s.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    def _run(self, s: SourceState, c: Clip, steps) -> bool:
+        """Run a clip's steps in order; a Stop becomes its row's verdict."""
+        try:
+            for name, step in steps:
+                with self._timed(s, name):
+                    step(s, c)
+        except Stop as stop:
+            c.row.update(status=REASONS[stop.reason][0], reason=stop.reason, message=stop.message)
+            return False
+        return True
+
+    # --- the source ------------------------------------------------------------------------
+    def probe(self, s: SourceState) -> None:
+        try:
+            info = probe(s.path)
+        except TruncatedVideo as exc:
+            raise Stop("truncated", str(exc)) from None
         except VideoError as exc:
             raise Stop("unreadable", str(exc)) from None
         s.info = info
-        s.row.update(fps=info.fps, width=info.width, height=info.height, duration=info.duration,
-                     codec=info.codec, rotation=info.rotation, num_frames=info.num_frames or None)
+        s.fps = info.fps if info.fps > 0 else 25.0
+        s.base.update(fps=info.fps, width=info.width, height=info.height, duration=info.duration,
+                      codec=info.codec, rotation=info.rotation, num_frames=info.num_frames or None)
 
-    def analyse_faces(self, s: ClipState) -> None:
-        info, cfg = s.info, self.cfg
-        estimate = info.num_frames or max(1, round(info.duration * info.fps))
-        wanted = sample_indices(estimate, info.fps, cfg.sampling)
-        picks = np.linspace(0, len(wanted) - 1, min(cfg.text.frames, len(wanted))).round()
-        text_frames = {wanted[int(i)] for i in picks} | {max(wanted)}
-
-        def on_frame(index: int, rgb: np.ndarray) -> None:
-            small, scale = downscale(rgb, cfg.face.detect_max_side)
-            boxes = self.detector.detect(small)
-            points = self.landmarks(small, boxes[0]) / scale if boxes else None
-            s.frames.append(SampledFrame(index, scale, [b.scaled(1 / scale) for b in boxes],
-                                         points, small if index in text_frames else None))
-
+    def scan(self, s: SourceState) -> None:
+        """The one decode of the source: thumbnails to the shot detector, sampled frames to
+        the face detector, and each shot judged as soon as the detector closes it."""
+        cfg, info = self.cfg, s.info
+        with self._timed(s, "shots"):
+            s.detector = make_detector(cfg.shots, s.fps, info.width, info.height)
+        stride = sample_stride(s.fps, cfg.sampling)
+        max_frames = self._max_frames(s)
+        chunk = CHUNK_CLIPS * max_frames
+        t_start = time.perf_counter()
+        busy = 0.0
+        frames = scan_frames(s.path, s.detector.thumb_size, lambda i: i % stride == 0,
+                             cfg.face.detect_max_side)
         try:
-            s.num_frames = decode_sampled(s.source_path, set(wanted), on_frame)
+            for index, when, thumb, small in frames:
+                t0 = time.perf_counter()
+                if index == len(s.times):     # not the repeat of the last frame
+                    s.times.append(when)
+                    s.num_frames = index + 1
+                if thumb is not None:
+                    with self._timed(s, "shots"):
+                        s.detector.push(thumb)
+                if small is not None:
+                    with self._timed(s, "faces"):
+                        s.pending.append(self.analyse(index, small, s.info))
+                self.drain(s, chunk, final=False)
+                busy += time.perf_counter() - t0
+        except TruncatedVideo as exc:
+            raise Stop("truncated", str(exc)) from None
         except VideoError as exc:
             raise Stop("unreadable", str(exc)) from None
-        s.row.update(num_frames=s.num_frames, sampled_frames=len(s.frames))
+        s.timings["decode"] = s.timings.get("decode", 0.0) + time.perf_counter() - t_start - busy
         if s.num_frames == 0:
-            raise Stop("unreadable", f"{s.source_path}: no frame could be decoded; re-download or remove it")
-        if s.num_frames < cfg.min_frames:
-            raise Stop("too_short", f"{s.source_path}: {s.num_frames} frames, fewer than "
-                                    f"min_frames={cfg.min_frames}")
+            raise Stop("unreadable", f"{s.path}: no frame could be decoded; re-download or remove it")
+        try:
+            # Before too_short: a cut file is an error to fix, not a short clip to drop.
+            check_frame_count(info, s.num_frames)
+        except TruncatedVideo as exc:
+            raise Stop("truncated", str(exc)) from None
+        with self._timed(s, "shots"):
+            s.detector.finish()
+        self.drain(s, chunk, final=True)
 
-    def check_faces(self, s: ClipState) -> None:
+    def analyse(self, index: int, small: np.ndarray, info: VideoInfo) -> Sample:
+        scale = small.shape[1] / info.width if info.width else 1.0
+        boxes = self.detector.detect(small)
+        points = [self.landmarks(small, b) / scale for b in boxes]
+        return Sample(index, scale, [b.scaled(1 / scale) for b in boxes], points, small)
+
+    def _max_frames(self, s: SourceState) -> int:
+        return max(self.cfg.min_frames, int(math.floor(self.cfg.max_seconds * s.fps)))
+
+    def drain(self, s: SourceState, chunk: int, final: bool) -> None:
+        """Judge every span whose shot verdict is final: closed shots, and chunks of the
+        open shot once it is `chunk` frames past its last judged frame."""
+        det = s.detector
+        while True:
+            if s.consumed < len(det.transitions):
+                t0, t1, score = det.transitions[s.consumed]
+                s.consumed += 1
+                self.span(s, s.span_start, max(s.span_start, t0), closes=True)
+                s.shot_start = s.span_start = max(s.span_start, t1)
+                s.shot_score = score
+                continue
+            if final:
+                self.span(s, s.span_start, max(s.span_start, s.num_frames), closes=True)
+                return
+            if det.safe() - s.span_start >= chunk:
+                self.span(s, s.span_start, s.span_start + chunk, closes=False)
+                s.span_start += chunk
+                continue
+            return
+
+    def span(self, s: SourceState, a: int, b: int, closes: bool) -> None:
+        """Frames [a, b) of the open shot are final: track its faces and judge its clips;
+        with `closes`, the shot ends at b."""
+        keep = [p for p in s.pending if p.index >= b]
+        samples = [p for p in s.pending if a <= p.index < b]
+        s.pending = keep
+        for p in samples:
+            s.samples_seen += 1
+            s.faces_seen += bool(p.boxes)
+            s.max_faces = max(s.max_faces, len(p.boxes))
+        if b > a and samples:
+            self.judge_span(s, a, b, samples)
+        for p in samples:
+            p.small = None
+        if closes:
+            if b > s.shot_start:
+                s.shots.append(Shot(s.shot_index, s.shot_start, b, s.shot_score))
+                s.shot_index += 1
+            s.track_offset = 0
+
+    def judge_span(self, s: SourceState, a: int, b: int, samples: list[Sample]) -> None:
+        by_frame = {p.index: p for p in samples}
+
+        def embed(frame: int, box: Box) -> np.ndarray | None:
+            p = by_frame.get(frame)
+            if p is None or p.small is None or box not in p.boxes:
+                return None
+            slot = p.boxes.index(box)
+            return self.embedder(p.small, box.scaled(p.scale), p.points[slot] * p.scale)
+
+        with self._timed(s, "tracks"):
+            tracks = track_faces({p.index: p.boxes for p in samples}, self.cfg.tracks, fps=s.fps,
+                                 shots=[(a, b)], embed=embed)
+            for t in tracks:
+                t.shot, t.index = s.shot_index, t.index + s.track_offset
+            s.track_offset += len(tracks)
+            s.tracks += len(tracks)
+            if self.cfg.face.multi_face == "largest":
+                tracks = _largest_only(tracks)
+        max_frames = self._max_frames(s)
+        for t in tracks:
+            length = t.end - t.start
+            if length < self.cfg.min_frames:
+                s.fragments += 1
+                continue
+            n = math.ceil(length / max_frames)
+            bounds = [t.start + round(i * length / n) for i in range(n + 1)]
+            for piece, (c0, c1) in enumerate(zip(bounds, bounds[1:])):
+                clip = self.new_clip(s, t, piece, c0, c1, samples)
+                s.clips.append(clip)
+                clip.passed = self._run(s, clip, [("face_checks", self.check_faces),
+                                                  ("crop", self.choose_crop),
+                                                  ("side_face", self.check_side_face),
+                                                  ("text", self.check_text)])
+
+    def new_clip(self, s: SourceState, t: Track, piece: int, start: int, end: int,
+                 samples: list[Sample]) -> Clip:
+        row = {**s.base, "clip_id": clip_id_for(s.source_id, t.shot, t.index, piece),
+               "shot_index": t.shot, "track_index": t.index, "start_frame": start,
+               "end_frame": end, "start_time": self._time(s, start), "end_time": self._time(s, end)}
+        inside = [p for p in samples if start <= p.index < end]
+        return Clip(row, t, start, end, inside, t.between(start, end), {p.index: p for p in inside})
+
+    @staticmethod
+    def _time(s: SourceState, frame: int) -> float:
+        """Seconds from the first frame to `frame` (the end of the video for num_frames)."""
+        t = s.times
+        if 0 < frame < len(t) and t[frame] is not None and t[0] is not None:
+            return round(t[frame] - t[0], 6)
+        if frame >= len(t) and t and t[-1] is not None and t[0] is not None:
+            return round(t[-1] - t[0] + (frame - len(t) + 1) / s.fps, 6)
+        return round(frame / s.fps, 6)
+
+    def check_source(self, s: SourceState) -> None:
+        if s.num_frames < self.cfg.min_frames:
+            raise Stop("too_short", f"{s.path}: {s.num_frames} frames, fewer than "
+                                    f"min_frames={self.cfg.min_frames}")
+
+    def why_no_clip(self, s: SourceState) -> Stop:
+        if s.fragments:
+            return Stop("no_face", f"{s.path}: no face stayed on screen for min_frames="
+                                   f"{self.cfg.min_frames} frames in one shot ({s.tracks} face "
+                                   f"track(s) in {len(s.shots)} shot(s), all shorter)")
+        return Stop("no_face", f"{s.path}: no face in any of {s.samples_seen} sampled frames")
+
+    def _source_facts(self, s: SourceState) -> dict[str, Any]:
+        """What a source-level row can still say about the source."""
+        if not s.samples_seen:
+            return {"num_frames": s.num_frames or s.base.get("num_frames")}
+        return {"num_frames": s.num_frames, "sampled_frames": s.samples_seen,
+                "face_frame_fraction": s.faces_seen / s.samples_seen, "max_faces": s.max_faces}
+
+    def record_shots(self, s: SourceState) -> None:
+        det = s.detector
+        doc = {"source_path": s.path, "source_id": s.source_id, "detector": det.name,
+               "num_frames": s.num_frames, "fps": s.fps,
+               "shots": [[sh.start, sh.end, sh.score] for sh in s.shots],
+               "detector_stats": {k: round(v, 4) for k, v in det.stats.items()},
+               "face_tracks": s.tracks, "short_face_tracks": s.fragments}
+        write_text_atomic(self.out_dir / shots_file(s.source_id), json.dumps(doc) + "\n")
+
+    # --- one clip ------------------------------------------------------------------------
+    def check_faces(self, s: SourceState, c: Clip) -> None:
         cfg = self.cfg.face
-        with_face = [f for f in s.frames if f.boxes]
-        fraction = len(with_face) / len(s.frames) if s.frames else 0.0
-        others = [count_other_faces(f.boxes, cfg.multi_face_ratio) for f in with_face]
-        multi = float(np.mean([o > 0 for o in others])) if others else 0.0
-        s.main_boxes = [f.boxes[0] for f in with_face]
-        size = float(np.median([np.sqrt(b.area) for b in s.main_boxes])) if s.main_boxes else None
-        s.row.update(face_frame_fraction=fraction, multi_face_fraction=multi,
-                     max_faces=max((len(f.boxes) for f in s.frames), default=0),
+        t = c.track
+        boxes = [t.boxes[i] for i in c.found]
+        fraction = len(c.found) / len(c.samples) if c.samples else 0.0
+        multi = []
+        for i in c.found:
+            p = c.by_frame[t.frames[i]]
+            area = t.boxes[i].area
+            multi.append(any(j != t.slots[i] and b.area >= cfg.multi_face_ratio * area
+                             for j, b in enumerate(p.boxes)))
+        size = float(np.median([np.sqrt(b.area) for b in boxes])) if boxes else None
+        c.row.update(sampled_frames=len(c.samples), face_frame_fraction=fraction,
+                     multi_face_fraction=float(np.mean(multi)) if multi else 0.0,
+                     max_faces=max((len(p.boxes) for p in c.samples), default=0),
                      face_size_median=size)
-        if fraction < cfg.min_face_frame_fraction:
-            raise Stop("no_face", f"{s.source_path}: a face in {len(with_face)} of {len(s.frames)} "
-                                  f"sampled frames (min_face_frame_fraction={cfg.min_face_frame_fraction})")
+        where = f"{s.path} frames {c.start}-{c.end}"
+        if not boxes or fraction < cfg.min_face_frame_fraction:
+            raise Stop("no_face", f"{where}: the face in {len(boxes)} of {len(c.samples)} sampled "
+                                  f"frames (min_face_frame_fraction={cfg.min_face_frame_fraction})")
         if size < cfg.min_face_size:
-            raise Stop("face_too_small", f"{s.source_path}: main face {size:.0f}px, below "
+            raise Stop("face_too_small", f"{where}: face {size:.0f}px, below "
                                          f"min_face_size={cfg.min_face_size:g}px")
-        if cfg.multi_face == "reject" and multi > cfg.max_multi_face_fraction:
-            raise Stop("multiple_faces", f"{s.source_path}: several faces in {multi:.0%} of face "
-                                         f"frames (max_multi_face_fraction={cfg.max_multi_face_fraction})")
+        if cfg.multi_face == "reject" and c.row["multi_face_fraction"] > cfg.max_multi_face_fraction:
+            raise Stop("multiple_faces", f"{where}: another face as large in "
+                                         f"{c.row['multi_face_fraction']:.0%} of face frames "
+                                         f"(max_multi_face_fraction={cfg.max_multi_face_fraction})")
 
-    def choose_crop(self, s: ClipState) -> None:
+    def choose_crop(self, s: SourceState, c: Clip) -> None:
         cfg = self.cfg.crop
-        s.box = crop_mod.crop_box(s.main_boxes, s.info.width, s.info.height, cfg.expand)
-        x0, y0, x1, y1 = s.box
-        s.row.update(crop_x0=x0, crop_y0=y0, crop_x1=x1, crop_y1=y1,
-                     face_proportion=crop_mod.face_proportion(s.main_boxes, s.box))
+        boxes = [c.track.boxes[i] for i in c.found]
+        c.box = crop_mod.crop_box(boxes, s.info.width, s.info.height, cfg.expand)
+        x0, y0, x1, y1 = c.box
+        c.row.update(crop_x0=x0, crop_y0=y0, crop_x1=x1, crop_y1=y1,
+                     face_proportion=crop_mod.face_proportion(boxes, c.box))
         if x1 - x0 < cfg.min_crop_side:
-            raise Stop("crop_too_small", f"{s.source_path}: crop side {x1 - x0}px below "
-                                         f"min_crop_side={cfg.min_crop_side}")
+            raise Stop("crop_too_small", f"{s.path} frames {c.start}-{c.end}: crop side "
+                                         f"{x1 - x0}px below min_crop_side={cfg.min_crop_side}")
 
-    def check_side_face(self, s: ClipState) -> None:
+    def check_side_face(self, s: SourceState, c: Clip) -> None:
         cfg = self.cfg.side_face
-        marked = [f for f in s.frames if f.landmarks is not None]
-        stats = side_face.summarise([f.landmarks for f in marked], cfg, [f.index for f in marked])
-        s.row.update(landmark_frames=stats.frames, side_fraction=stats.side_fraction,
+        t = c.track
+        points = []
+        for i in c.found:
+            points.append(c.by_frame[t.frames[i]].points[t.slots[i]])
+        stats = side_face.summarise(points, cfg, [t.frames[i] for i in c.found])
+        c.row.update(landmark_frames=stats.frames, side_fraction=stats.side_fraction,
                      side_ratio_median=stats.ratio_median, side_ratio_min=stats.ratio_min,
                      side_ratio_max=stats.ratio_max, side_face_evidence=stats.evidence_json())
         if stats.is_side_dominated(cfg):
-            raise Stop("side_face", f"{s.source_path}: side face in {stats.side_fraction:.0%} of "
-                                    f"frames (max_side_fraction={cfg.max_side_fraction})")
+            raise Stop("side_face", f"{s.path} frames {c.start}-{c.end}: side face in "
+                                    f"{stats.side_fraction:.0%} of frames "
+                                    f"(max_side_fraction={cfg.max_side_fraction})")
 
-    def check_text(self, s: ClipState) -> None:
+    def check_text(self, s: SourceState, c: Clip) -> None:
+        # Frames spread over the clip plus its last sampled frame, inside the crop box.
+        frames = [p for p in c.samples if p.small is not None]
+        picks = np.linspace(0, len(frames) - 1, min(self.cfg.text.frames, len(frames))).round()
+        chosen = sorted({int(i) for i in picks} | {len(frames) - 1}) if frames else []
         dets = []
-        x0, y0, x1, y1 = s.box
-        for f in s.frames:
-            if f.small is None:
-                continue
-            c = [int(round(v * f.scale)) for v in (x0, y0, x1, y1)]
-            region = np.ascontiguousarray(f.small[c[1]:c[3], c[0]:c[2]])
+        x0, y0, x1, y1 = c.box
+        for i in chosen:
+            f = frames[i]
+            b = [int(round(v * f.scale)) for v in (x0, y0, x1, y1)]
+            region = np.ascontiguousarray(f.small[b[1]:b[3], b[0]:b[2]])
             # Evidence is kept in input pixels, the coordinates of the crop box.
             dets.append(self.text_detector.frame(f.index, region)
-                        .mapped(f.scale, c[0] / f.scale, c[1] / f.scale))
-            f.small = None
+                        .mapped(f.scale, b[0] / f.scale, b[1] / f.scale))
         stats = text.summarise(dets, self.cfg.text)
-        s.row.update(ocr_frames=stats.frames, has_text=stats.has_text, text_score=stats.max_score,
+        c.row.update(ocr_frames=stats.frames, has_text=stats.has_text, text_score=stats.max_score,
                      text_boxes=stats.boxes, text_frames=stats.text_frames,
                      text_area_fraction=stats.area_fraction, text_evidence=stats.evidence_json())
         if stats.has_text:
-            raise Stop("text", f"{s.source_path}: {stats.describe()}")
+            raise Stop("text", f"{s.path} frames {c.start}-{c.end}: {stats.describe()}")
 
-    def write_clip(self, s: ClipState) -> None:
+    def segment(self, s: SourceState, c: Clip) -> Segment | None:
+        """The clip's frames as the encoder picks them: None for the whole source, else by
+        timestamp, halfway between neighbours (by decode order without timestamps)."""
+        if c.start == 0 and c.end >= s.num_frames:
+            return None
+        t = s.times
+        need = [i for i in (c.start - 1, c.start, c.end - 1, c.end) if 0 <= i < len(t)]
+        if any(t[i] is None for i in need + [0]) or any(
+                t[i] >= t[i + 1] for i in range(max(0, c.start - 1), min(c.end, len(t) - 1))):
+            return Segment(c.end - c.start, first=c.start)
+        after = (t[c.start - 1] + t[c.start]) / 2 if c.start > 0 else None
+        before = (t[c.end - 1] + t[c.end]) / 2 if c.end < len(t) else None
+        # -ss counts from the file's start time, which is at or before frame 0's timestamp:
+        # seeking to (frame time - frame 0's time - 1 s) lands at or before the clip.
+        return Segment(c.end - c.start, after, before, max(0.0, t[c.start] - t[0] - 1.0))
+
+    def write_clip(self, s: SourceState, c: Clip) -> None:
         cfg = self.cfg
-        rel = f"{CLIPS_DIR}/{s.row['clip_id']}.mp4"
+        rel = f"{CLIPS_DIR}/{c.row['clip_id']}.mp4"
         meter = MotionMeter(cfg.motion.threshold)
         try:
-            for gray in crop_transcode(s.source_path, self.out_dir / rel, s.box, cfg.crop.size,
+            for gray in crop_transcode(s.path, self.out_dir / rel, c.box, cfg.crop.size,
                                        crf=cfg.encode.crf, preset=cfg.encode.preset,
                                        pix_fmt=cfg.encode.pix_fmt, threads=cfg.encode.threads,
-                                       keyint=cfg.encode.keyint):
+                                       keyint=cfg.encode.keyint, segment=self.segment(s, c)):
                 meter.add(gray)
         except VideoError as exc:
             raise Stop("encode_failed", f"{exc}; check disk space and that ffmpeg has libx264") from None
-        s.row.update(clip_path=rel, clip_size=cfg.crop.size, clip_num_frames=meter.frames,
-                     clip_fps=s.info.fps, motion_intensity=meter.intensity, motion_sum=meter.total)
+        if meter.frames != c.end - c.start:
+            (self.out_dir / rel).unlink(missing_ok=True)
+            raise Stop("encode_failed", f"{s.path}: frames {c.start}-{c.end} gave {meter.frames} "
+                                        f"frames instead of {c.end - c.start} (its timestamps do "
+                                        "not match its frame order); remux it with ffmpeg and retry")
+        c.row.update(status="kept", reason="kept", message="", clip_path=rel,
+                     clip_size=cfg.crop.size, clip_num_frames=meter.frames, clip_fps=s.info.fps,
+                     motion_intensity=meter.intensity, motion_sum=meter.total)
+
+
+def _largest_only(tracks: list[Track]) -> list[Track]:
+    """`multi_face: largest`: a track is dropped where a larger one shares most of its
+    frames, so each moment of a shot keeps only its largest face."""
+    kept: list[Track] = []
+    for t in sorted(tracks, key=lambda t: -t.median_side):
+        overlap = sum(max(0, min(t.end, k.end) - max(t.start, k.start)) for k in kept)
+        if overlap < (t.end - t.start) / 2:
+            kept.append(t)
+    return sorted(kept, key=lambda t: (t.start, t.index))

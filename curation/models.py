@@ -11,6 +11,7 @@ import importlib.util
 from pathlib import Path
 
 LANDMARKS_68 = "shape_predictor_68_face_landmarks.dat"
+LANDMARKS_5 = "shape_predictor_5_face_landmarks.dat"
 CNN_FACE_DETECTOR = "mmod_human_face_detector.dat"
 FACE_EMBEDDER = "dlib_face_recognition_resnet_model_v1.dat"
 

@@ -4,7 +4,8 @@ With x36, x45 the outer eye corners and x30 the nose tip, a frame is a side face
 the nose tip is outside the eyes, or alpha = |x36 - x30| / |x45 - x30| is below
 `alpha_min` (0.4) or above `alpha_max` (2.5). Unlike the published script, which stops
 at the first side frame, every analysed frame is judged and the clip is decided by the
-fraction of side frames.
+fraction of side frames. By default x is measured along the eye line rather than the
+image's x axis (`SideFaceConfig.axis`), so a tilted head is not taken for a turned one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stc.core.video import owned_array
 from stc.curation.config import SideFaceConfig
 from stc.curation.faces import Box
 from stc.curation.models import LANDMARKS_68, dlib_model_path
@@ -34,6 +36,18 @@ def is_side_face(x36: float, x45: float, x30: float, cfg: SideFaceConfig = SideF
         return True
     alpha = eye_nose_ratio(x36, x45, x30)
     return alpha < cfg.alpha_min or alpha > cfg.alpha_max
+
+
+def rule_coords(p: np.ndarray, cfg: SideFaceConfig = SideFaceConfig()) -> tuple[float, float, float]:
+    """(x36, x45, x30) of a 68x2 landmark array as the rule reads them: image x, or the
+    position along the eye line from 36 towards 45 (image x when the eyes coincide)."""
+    p36, p45, p30 = p[LEFT_EYE_OUTER], p[RIGHT_EYE_OUTER], p[NOSE_TIP]
+    eye = p45 - p36
+    norm = float(np.hypot(*eye))
+    if cfg.axis == "image_x" or norm == 0:
+        return float(p36[0]), float(p45[0]), float(p30[0])
+    u = eye / norm
+    return 0.0, norm, float(np.dot(p30 - p36, u))
 
 
 @dataclass
@@ -64,9 +78,9 @@ def summarise(points: list[np.ndarray], cfg: SideFaceConfig,
     if not points:
         return SideFaceStats(0, None, None, None, None, {"frames": [], "alpha": [], "side": [],
                                                          "points": []})
-    side = [is_side_face(p[LEFT_EYE_OUTER, 0], p[RIGHT_EYE_OUTER, 0], p[NOSE_TIP, 0], cfg) for p in points]
-    ratios = np.array([eye_nose_ratio(p[LEFT_EYE_OUTER, 0], p[RIGHT_EYE_OUTER, 0], p[NOSE_TIP, 0])
-                       for p in points])
+    coords = [rule_coords(p, cfg) for p in points]
+    side = [is_side_face(*c, cfg) for c in coords]
+    ratios = np.array([eye_nose_ratio(*c) for c in coords])
     finite = ratios[np.isfinite(ratios)]
     evidence = {
         "frames": frames,
@@ -96,5 +110,5 @@ class LandmarkPredictor:
 
     def __call__(self, rgb: np.ndarray, box: Box) -> np.ndarray:
         rect = self._dlib.rectangle(int(box.x0), int(box.y0), int(box.x1), int(box.y1))
-        shape = self._predictor(rgb, rect)
+        shape = self._predictor(owned_array(rgb), rect)   # dlib ignores strides
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)

@@ -5,9 +5,9 @@ boxes (often one covering most of the crop) at scores of 0.5-0.75, as high as sm
 text. A box therefore counts as text only when
 
 1. it has a text line's shape: wider than tall and not a large part of the crop;
-2. the PP-OCR recogniser reads it with a line score above `min_rec_score` (0.95, the
-   authors' threshold): on real text it scores 0.95-1.0, on the false boxes it reads one
-   odd glyph at 0.2-0.5;
+2. the PP-OCR recogniser reads a letter or digit in it with a line score of at least
+   `min_rec_score` (0.95, the authors' threshold): real text scores 0.95-1.0, the false
+   boxes read as one odd glyph at 0.2-0.5, graphics (bars, blocks) as "----" at <= 0.85;
 3. the same line is read on more than one sampled frame: burnt-in text stays put.
 
 The default runtime is the PP-OCR detection and recognition ONNX models that ship inside
@@ -84,12 +84,21 @@ def _side_lengths(poly: np.ndarray) -> tuple[float, float]:
     return float(np.linalg.norm(poly[1] - poly[0])), float(np.linalg.norm(poly[3] - poly[0]))
 
 
+# PP-OCR's recogniser reads lines 48 px high.
+REC_HEIGHT = 48
+
+
 def line_crop(bgr: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """The box straightened into an upright line image, as the recogniser wants it."""
+    """The box straightened into an upright line image, as the recogniser wants it.
+
+    A line lower than the recogniser's input is enlarged here with bicubic interpolation
+    rather than left to the recogniser's bilinear resize: on a 12 px logo that lifts the
+    line score from 0.94-0.99 to 0.96-1.0, so small real text clears min_rec_score."""
     import cv2
 
     w, h = _side_lengths(poly)
-    w, h = max(1, int(round(w))), max(1, int(round(h)))
+    scale = max(1.0, REC_HEIGHT / max(h, 1.0))
+    w, h = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
     dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     m = cv2.getPerspectiveTransform(poly.astype(np.float32), dst)
     return cv2.warpPerspective(bgr, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
@@ -168,8 +177,8 @@ class TextDetector:
         boxes = [TextBox(p, s) for p, s in zip(polys, scores)]
         lines = [b for b in boxes if self.is_text_line(b.poly, rgb.shape[0])]
         if not self.cfg.recognize:
-            # Detector and shape only: how stc decided before the recogniser, kept to
-            # measure what reading costs and what it saves.
+            # Detector and shape only (persistence still applies): kept to measure what
+            # the recogniser costs and what it saves.
             for b in lines:
                 b.verdict = LONE
             return boxes
@@ -177,7 +186,10 @@ class TextDetector:
         # boxes that might be text, and a textless frame usually has none.
         for b, (txt, score) in zip(lines, self._ocr.read([line_crop(bgr, b.poly) for b in lines])):
             b.text, b.rec_score = txt, score
-            b.verdict = LONE if txt.strip() and score >= self.cfg.min_rec_score else UNREAD
+            # A letter or digit must be among what was read: bars, blocks and rules read
+            # as "----" or "■" at scores up to ~0.85, and they are not text either.
+            readable = any(c.isalnum() for c in txt)
+            b.verdict = LONE if readable and score >= self.cfg.min_rec_score else UNREAD
         return boxes
 
     def frame(self, index: int, rgb: np.ndarray) -> FrameText:

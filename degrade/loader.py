@@ -20,6 +20,11 @@ robin to distributed ranks (RANK / WORLD_SIZE, or the arguments) and DataLoader 
 each unit to exactly one reader, and pairs are shuffled again inside a buffer of
 `shuffle_buffer` pairs. Only pairs whose row in `pairs.parquet` is `ok` are read, so
 orphan pairs of an interrupted run never reach training.
+
+`pairs_dir` may be a URL (s3://pairs, `core.storage`): shards are then read by range
+requests, a row group (or a tar's few samples) at a time. WebDataset tar shards
+(`stc degrade --format webdataset`) are read like Parquet ones, in units of the same size,
+and give the same tensors.
 """
 
 from __future__ import annotations
@@ -32,14 +37,26 @@ import numpy as np
 import pyarrow.parquet as pq
 from torch.utils.data import IterableDataset, get_worker_info
 
+from stc.core import storage
+from stc.core.fs import within
 from stc.core.names import PAIRS_MANIFEST
 from stc.core.tensors import to_tensor
 from stc.core.video import resize_frames
-from stc.degrade.shards import decode_pair
+from stc.degrade.shards import ROW_GROUP_PAIRS, decode_pair
+from stc.degrade.webdataset import CONTAINER, TarShardReader, decode_sample
 from stc.manifests.io import read_table
 from stc.manifests.pairs import PAIRS_SCHEMA
+from stc.manifests.schema import ManifestError
 
 Unit = tuple[str, int, tuple[int, ...]]   # (shard path relative to root, row group, rows in it)
+
+
+def _parquet(loc: storage.Location) -> pq.ParquetFile:
+    return pq.ParquetFile(loc if isinstance(loc, Path) else storage.open_input(loc))
+
+
+def _is_tar(shard: str) -> bool:
+    return shard.endswith(".tar")
 
 
 class PairDataset(IterableDataset):
@@ -48,10 +65,10 @@ class PairDataset(IterableDataset):
                  seeds: Sequence[int] | None = None, clips: Collection[str] | None = None,
                  shuffle_buffer: int = 16,
                  return_meta: bool = False, rank: int | None = None,
-                 world_size: int | None = None):
-        self.root = Path(pairs_dir)
+                 world_size: int | None = None, allow_outside: bool = False):
+        self.root = storage.location(pairs_dir)
         recipes = [recipe] if isinstance(recipe, str) else recipe
-        table = read_table(self.root / PAIRS_MANIFEST, PAIRS_SCHEMA)
+        table = read_table(storage.join(self.root, PAIRS_MANIFEST), PAIRS_SCHEMA)
         clips = set(clips) if clips is not None else None
         rows = [r for r in table.select(["status", "recipe", "seed", "clip_id",
                                           "lq_path_or_shard", "shard_row"]).to_pylist()
@@ -66,13 +83,32 @@ class PairDataset(IterableDataset):
         wanted: dict[str, set[int]] = {}
         for r in rows:
             wanted.setdefault(r["lq_path_or_shard"], set()).add(r["shard_row"])
+        # A shard path must stay inside the folder (before anything is opened, so a refusal
+        # says nothing about what exists outside): a pairs.parquet from elsewhere must not
+        # make training read other files.
+        outside = [s for s in sorted(wanted) if within(self.root, s) is None]
+        if outside and not allow_outside:
+            raise ManifestError(f"{len(outside)} shard path(s) in {self.root}/pairs.parquet lead "
+                                f"outside {self.root} (e.g. {outside[0]!r}); refused, nothing was "
+                                "read. Pass allow_outside=True if that is on purpose")
         self.units: list[Unit] = []
         for shard in sorted(wanted):
-            path = self.root / shard
-            if not path.is_file():
+            path = storage.join(self.root, shard)
+            if shard.endswith(".mp4"):
+                raise ValueError(f"{self.root} holds pairs made with `stc degrade --format mp4` "
+                                 "(videos to watch and evaluate); train on pairs made with "
+                                 "--format parquet (the default) or webdataset")
+            if not storage.isfile(path):
                 raise FileNotFoundError(f"{path}, listed in {self.root}/pairs.parquet, is missing; "
                                         "the folder is incomplete: copy it whole or rerun stc degrade")
-            meta = pq.ParquetFile(path).metadata
+            if _is_tar(shard):
+                # Units of a tar: runs of ROW_GROUP_PAIRS samples, as a Parquet row group.
+                groups: dict[int, list[int]] = {}
+                for i in sorted(wanted[shard]):
+                    groups.setdefault(i // ROW_GROUP_PAIRS, []).append(i % ROW_GROUP_PAIRS)
+                self.units += [(shard, g, tuple(inside)) for g, inside in sorted(groups.items())]
+                continue
+            meta = _parquet(path).metadata
             start = 0
             for g in range(meta.num_row_groups):
                 n = meta.row_group(g).num_rows
@@ -107,10 +143,15 @@ class PairDataset(IterableDataset):
         return units[self.rank * nw + wid::self.world_size * nw]
 
     def _rows(self) -> Iterator[dict[str, Any]]:
-        files: dict[str, pq.ParquetFile] = {}
+        files: dict[str, Any] = {}
         for shard, g, inside in self._my_units():
             if shard not in files:
-                files[shard] = pq.ParquetFile(self.root / shard)
+                path = storage.join(self.root, shard)
+                files[shard] = TarShardReader(path) if _is_tar(shard) else _parquet(path)
+            if _is_tar(shard):
+                for i in inside:
+                    yield files[shard].row(g * ROW_GROUP_PAIRS + i)
+                continue
             group = files[shard].read_row_group(g).to_pylist()
             for i in inside:
                 yield group[i]
@@ -137,7 +178,7 @@ class PairDataset(IterableDataset):
         return resize_frames(frames, self.size, self.size)
 
     def _item(self, row: dict[str, Any]):
-        lq, hq = decode_pair(row)
+        lq, hq = decode_sample(row) if row.get("container") == CONTAINER else decode_pair(row)
         item = (to_tensor(self._resize(lq)), to_tensor(self._resize(hq)))
         if self.return_meta:
             meta = {"pair_id": row["pair_id"], "clip_id": row["clip_id"], "recipe": row["recipe"],

@@ -12,10 +12,14 @@ torch and diffusers are imported only when a pipeline is loaded.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from stc.core.config import at_least, checks, in_range
 from stc.degrade.video import Video
 
 
@@ -67,17 +71,33 @@ def _device_dtype(config: PixelFlickerConfig, device: str):
     return device, getattr(torch, dtype)
 
 
-def check_model(model: str) -> None:
-    """Fail early, before any worker starts, when `model` names no upscale pipeline."""
-    from diffusers import StableDiffusionUpscalePipeline
-
+def _diffusers():
+    """diffusers' upscale pipeline class, never reaching the network: weights come from a
+    local folder or the local Hugging Face cache only (a hub id the cache lacks used to cost
+    five retries, ~30 s, before its error)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        StableDiffusionUpscalePipeline.load_config(model)
+        from diffusers import StableDiffusionUpscalePipeline
+    except ImportError:
+        raise FileNotFoundError("the pixel-flicker recipe needs diffusers and transformers: "
+                                "pip install 'stc[pixel]'") from None
+    return StableDiffusionUpscalePipeline
+
+
+def check_model(model: str) -> None:
+    """Fail at once, before any worker starts, when `model` names no upscale pipeline here."""
+    pipeline_cls = _diffusers()
+    try:
+        with warnings.catch_warnings():    # hub deprecation notes, not the user's concern
+            warnings.simplefilter("ignore")
+            pipeline_cls.load_config(model, local_files_only=True)
     except (OSError, ValueError) as exc:
+        where = "a local folder without model_index.json" if Path(model).expanduser().is_dir() \
+            else "not a local folder, and not in the local Hugging Face cache (stc never downloads)"
         raise FileNotFoundError(
-            f"pixel_flicker.model {model!r} is neither a local folder with model_index.json nor "
-            f"a hub id available here ({type(exc).__name__}); point the recipe's model at a folder "
-            "saved with save_pretrained (e.g. a copy of stabilityai/stable-diffusion-x4-upscaler)"
+            f"pixel_flicker.model {model!r} is {where} ({type(exc).__name__}); point the recipe's "
+            "model at a folder saved with save_pretrained (e.g. a copy of "
+            "stabilityai/stable-diffusion-x4-upscaler): --set steps.N.pixel_flicker.model=DIR"
         ) from None
 
 
@@ -86,10 +106,9 @@ def load_pipeline(config: PixelFlickerConfig, device: str = "auto"):
     device, dtype = _device_dtype(config, device)
     key = (config.model, device, str(dtype))
     if key not in _PIPELINES:
-        from diffusers import StableDiffusionUpscalePipeline
-
         try:
-            pipe = StableDiffusionUpscalePipeline.from_pretrained(config.model, **_dtype_kwarg(dtype))
+            pipe = _diffusers().from_pretrained(config.model, local_files_only=True,
+                                                **_dtype_kwarg(dtype))
         except (OSError, ValueError) as exc:
             raise RuntimeError(
                 f"cannot load the upscale pipeline {config.model!r} ({exc}); give pixel_flicker.model "
@@ -163,3 +182,9 @@ class PixelFlicker:
         if p.frames:
             frames[p.frames] = self.rerender(frames[p.frames], p.seeds)
         return Video.from_frames(frames, video.fps)
+
+
+# Checked when a recipe is loaded (stc.core.config.checks); the x4 upscaler takes noise
+# levels up to 350.
+checks(PixelFlickerConfig, in_range(0, 350, "noise_level"), at_least(0, "guidance_scale"),
+       at_least(1, "factor"))

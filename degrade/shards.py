@@ -31,26 +31,27 @@ Shards live in `OUT/shards/RECIPE-seedSEED/shard-<time>-<pid>-<hex>.parquet` (na
 writers can share), the pairs of one or more whole clips each (the pipeline flushes at clip
 boundaries, so a clip is durable before its manifest rows are written), cut at `max_bytes`
 (256 MB by default) or `max_pairs`, one Parquet row group per few pairs so
-the loader can read pairs without reading a whole shard.
+the loader can read pairs without reading a whole shard. OUT may be a URL (s3://...): a shard
+is then one PUT, as atomic as the local rename. `--format webdataset` writes the same pairs
+as tar shards instead (`degrade.webdataset`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from stc.core.fs import atomic_path
+from stc.core import storage
 from stc.core.names import SHARDS_DIR
+from stc.core.storage import Location
 from stc.degrade.codec import decode_h264
 from stc.degrade.recipe import replay
 from stc.degrade.video import lq_from_bitstream
-from stc.manifests.io import new_part_name
+from stc.manifests.io import new_part_name, write_table
 from stc.manifests.schema import ManifestSchema
 
 HQ_FORMAT = "h264"
@@ -88,8 +89,9 @@ SHARD_SCHEMA = ManifestSchema(
 SHARD_GLOB = "shard-*.parquet"
 
 
-def shard_dir(out: Path, recipe: str, seed: int) -> Path:
-    return Path(out) / SHARDS_DIR / f"{recipe}-seed{seed}"
+def shard_dir(out: Location, recipe: str, seed: int) -> Location:
+    """OUT/shards/RECIPE-seedSEED, a local folder or a URL prefix."""
+    return storage.join(out, SHARDS_DIR, f"{recipe}-seed{seed}")
 
 
 def decode_pair(row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -115,11 +117,13 @@ class ShardWriter:
     every pair it wrote, so the caller records them in the pairs manifest only once the
     shard exists."""
 
-    def __init__(self, out: Path, recipe: str, seed: int, max_bytes: int = 256 << 20,
+    pattern = SHARD_GLOB
+
+    def __init__(self, out: Location, recipe: str, seed: int, max_bytes: int = 256 << 20,
                  max_pairs: int = 512, flush_seconds: float = 300.0):
-        self.out = Path(out)
-        self.dir = shard_dir(out, recipe, seed)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.out = storage.location(out)
+        self.dir = shard_dir(self.out, recipe, seed)
+        storage.makedirs(self.dir)
         self.max_bytes, self.max_pairs, self.flush_seconds = max_bytes, max_pairs, flush_seconds
         self._rows: list[dict[str, Any]] = []
         self._extra: list[Any] = []
@@ -140,11 +144,10 @@ class ShardWriter:
         self._last = time.monotonic()
         if not self._rows:
             return []
-        path = self.dir / new_part_name("shard")
+        path = storage.join(self.dir, new_part_name("shard"))
         table = SHARD_SCHEMA.table(self._rows)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, row_group_size=ROW_GROUP_PAIRS, compression="none")
-        rel = str(path.relative_to(self.out))
+        write_table(table, path, row_group_size=ROW_GROUP_PAIRS, compression="none")
+        rel = storage.relative(path, self.out)
         done = [(rel, i, e) for i, e in enumerate(self._extra)]
         self._rows, self._extra, self._bytes = [], [], 0
         return done

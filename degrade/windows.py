@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from stc.core.config import checks, in_range
 from stc.core.video import VideoError, ffmpeg_exe, iter_frames, resize_frames
 from stc.degrade.codec import decode_h264, encode_h264, encode_lossless_rgb
 from stc.degrade.recipe import Recipe, replay
@@ -44,6 +45,9 @@ class WindowOptions:
             raise ValueError("window, stride and max_windows must be >= 0")
         if self.size < 16 or self.size % 2:
             raise ValueError(f"size must be an even number >= 16, got {self.size}")
+
+
+checks(WindowOptions, in_range(0, 51, "hq_crf"))    # libx264's CRF scale
 
 
 def software_versions() -> str:

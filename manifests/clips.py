@@ -1,9 +1,16 @@
-"""The curated-clip manifest: one row per input video, whatever happened to it.
+"""The curated-clip manifest: one row per clip cut from a source video, and exactly one
+row for a source that gave no clip, whatever happened to it.
+
+A source is cut at its camera shots; each face track of a shot gives one clip, or several
+when it is longer than `max_seconds`. A clip row says where it came from (`source_id`,
+`shot_index`, `track_index`, source frames [`start_frame`, `end_frame`) and the same in
+seconds); a source-level row has `clip_id == source_id` and no shot. All rows of a source
+are written, and replaced, together (the schema's group): resume skips finished sources.
 
 `status` is kept / rejected / error; `reason` is a short code from REASONS (what to group
-by in an audit) and `message` the human sentence (which file, what to do). Every reason
-belongs to one funnel stage, the first stage the clip did *not* pass, which is how the
-paper's Table 4(f)-style funnel is counted.
+by in an audit) and `message` the human sentence (which file and frames, what to do). Every
+reason belongs to one funnel stage, the first stage the row did *not* pass, which is how
+the paper's Table 4(f)-style funnel is counted (over rows: clips and clipless sources).
 """
 
 from __future__ import annotations
@@ -14,8 +21,6 @@ import pyarrow as pa
 
 from stc.manifests.schema import ManifestSchema
 
-# The curate config saved beside a manifest: the thresholds its rows were decided with.
-
 STATUSES = ("kept", "rejected", "error")
 
 # The funnel, in order: a clip that reaches stage i passed every stage before it.
@@ -25,6 +30,7 @@ FUNNEL = ("inputs", "decodable", "face", "crop", "frontal", "no_text", "kept")
 REASONS: dict[str, tuple[str, str]] = {
     "kept": ("kept", ""),
     "unreadable": ("error", "decodable"),      # missing, empty, not a video, corrupt
+    "truncated": ("error", "decodable"),       # cut short: fewer frames or bytes than declared
     "too_short": ("rejected", "decodable"),
     "no_face": ("rejected", "face"),
     "face_too_small": ("rejected", "face"),
@@ -36,10 +42,12 @@ REASONS: dict[str, tuple[str, str]] = {
     "internal_error": ("error", "decodable"),   # a bug: the message has the traceback tail
 }
 
-CLIP_SCHEMA_VERSION = 1
+# 2: one row per clip (source_id, shot_index, track_index, start/end frame and time)
+CLIP_SCHEMA_VERSION = 2
 
 _fields = [
-    ("clip_id", pa.string()),
+    ("clip_id", pa.string()),           # source_id_sSSS_tTT_PP; source_id for a clipless source
+    ("source_id", pa.string()),         # the input's id: stem and a hash of its path
     ("source_path", pa.string()),
     ("source", pa.string()),            # dataset / source name, for per-source statistics
     ("status", pa.string()),
@@ -54,6 +62,13 @@ _fields = [
     ("duration", pa.float64()),
     ("codec", pa.string()),
     ("rotation", pa.int32()),
+    # where the clip is in its source (null on a source-level row)
+    ("shot_index", pa.int32()),         # the camera shot, from 0 (OUT/shots/<source_id>.json)
+    ("track_index", pa.int32()),        # the face track within the shot, from 0
+    ("start_frame", pa.int64()),        # first source frame of the clip
+    ("end_frame", pa.int64()),          # one past its last source frame
+    ("start_time", pa.float64()),       # seconds from the source's first frame
+    ("end_time", pa.float64()),
     # faces (on sampled frames)
     ("sampled_frames", pa.int32()),
     ("face_frame_fraction", pa.float64()),
@@ -110,12 +125,24 @@ def _check_kept(row: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _check_span(row: Mapping[str, Any]) -> str | None:
+    if not row["source_id"]:
+        return "row without source_id"
+    if row["clip_id"] == row["source_id"]:
+        return "kept source-level row" if row["status"] == "kept" else None
+    start, end = row["start_frame"], row["end_frame"]
+    if row["shot_index"] is None or start is None or end is None or not 0 <= start < end:
+        return f"clip row without a valid shot and frame span ({start}, {end})"
+    return None
+
+
 CLIP_SCHEMA = ManifestSchema(
     name="curated_clips",
     version=CLIP_SCHEMA_VERSION,
     arrow=pa.schema(_fields),
     key="clip_id",
-    row_checks=(_check_status, _check_kept),
+    row_checks=(_check_status, _check_kept, _check_span),
+    group="source_id",
 )
 
 
@@ -133,3 +160,16 @@ def funnel_counts(reasons: list[str]) -> dict[str, int]:
         earlier = set(FUNNEL[1:i + 1])
         counts[stage] = sum(1 for f in failed_at if f not in earlier)
     return counts
+
+
+def source_counts(rows) -> dict[str, int]:
+    """The source side of the funnel, from a manifest DataFrame: sources, sources that gave
+    at least one clip row, sources with a kept clip, and clip rows."""
+    if len(rows) == 0:
+        return {"sources": 0, "with_clips": 0, "with_kept": 0, "clips": 0}
+    is_clip = rows["clip_id"] != rows["source_id"]
+    kept = rows["status"] == "kept"
+    return {"sources": int(rows["source_id"].nunique()),
+            "with_clips": int(rows.loc[is_clip, "source_id"].nunique()),
+            "with_kept": int(rows.loc[kept, "source_id"].nunique()),
+            "clips": int(is_clip.sum())}

@@ -10,6 +10,7 @@ wins: that is how a retried row replaces an old one.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -20,27 +21,47 @@ from typing import Any, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stc.core.fs import atomic_path
+from stc.core import storage
+from stc.core.fs import OutsideRoot, atomic_path, within
 from stc.core.names import CLIP_MANIFEST
+from stc.core.storage import Location
 from stc.manifests.schema import ManifestError, ManifestSchema
 
 # part-NNNNNN.parquet (stc 0.1) or part-<time ns, 20 digits>-<pid>-<hex>.parquet
 _PART = re.compile(r"^part-(\d{6}|\d{20}-\d+-[0-9a-f]+)\.parquet$")
 
 
-def write_table(table: pa.Table, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+def write_table(table: pa.Table, path: Location, **kwargs: Any) -> int:
+    """Write one Parquet file atomically (local path or URL); returns its size in bytes."""
+    path = storage.location(path)
+    if isinstance(path, Path):
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, **kwargs)
+            return tmp.stat().st_size
+    # On object storage one PUT of the whole file is the atomic write.
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **kwargs)
+    data = sink.getvalue().to_pybytes()
+    storage.write_bytes(path, data)
+    return len(data)
 
 
-def _part_order(p: Path) -> tuple[int, str]:
-    stamp = _PART.match(p.name).group(1)
+def read_parquet(path: Location) -> pa.Table:
+    """A whole Parquet file from a local path or a URL."""
+    path = storage.location(path)
+    if isinstance(path, Path):
+        return pq.read_table(path)
+    return pq.read_table(pa.BufferReader(storage.read_bytes(path)))
+
+
+def _part_order(p: Location) -> tuple[int, str]:
+    stamp = _PART.match(storage.name(p)).group(1)
     # stc 0.1's numbered parts all come before time-stamped ones
     return (0, stamp) if len(stamp) == 6 else (1, stamp)
 
 
-def _parts(path: Path) -> list[Path]:
-    parts = [p for p in path.iterdir() if _PART.match(p.name)]
+def _parts(path: Location) -> list[Location]:
+    parts = [storage.join(path, n) for n in storage.listdir(path) if _PART.match(n)]
     return sorted(parts, key=_part_order)
 
 
@@ -49,12 +70,13 @@ def new_part_name(prefix: str = "part") -> str:
     return f"{prefix}-{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
 
 
-def manifest_files(path: str | Path) -> list[Path]:
-    """The Parquet files of a manifest (a folder of parts or a single file), oldest first."""
-    path = Path(path)
-    if path.is_dir():
+def manifest_files(path: Location) -> list[Location]:
+    """The Parquet files of a manifest (a folder of parts or a single file, local or a
+    URL), oldest first."""
+    path = storage.location(path)
+    if storage.isdir(path):
         return _parts(path)
-    if path.is_file():
+    if storage.isfile(path):
         return [path]
     return []
 
@@ -67,15 +89,15 @@ class ManifestWriter:
     rows and flushes every `flush_every` rows or `flush_seconds`.
     """
 
-    def __init__(self, path: str | Path, schema: ManifestSchema, flush_every: int = 16,
+    def __init__(self, path: Location, schema: ManifestSchema, flush_every: int = 16,
                  flush_seconds: float = 30.0):
-        self.path = Path(path)
-        if self.path.is_file():
+        self.path = storage.location(path)
+        if storage.isfile(self.path):
             raise ManifestError(
                 f"{self.path} is a single Parquet file; writers append to a folder of parts. "
                 "Move it aside or choose another output folder."
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(self.path)
         self.schema = schema
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
@@ -99,10 +121,8 @@ class ManifestWriter:
         if not self._rows:
             return
         table = self.schema.table(self._rows)
-        target = self.path / new_part_name()
-        write_table(table, target)
+        self.bytes_written += write_table(table, storage.join(self.path, new_part_name()))
         self.rows_written += len(self._rows)
-        self.bytes_written += target.stat().st_size
         self._rows = []
 
     def discard(self) -> int:
@@ -118,41 +138,49 @@ class ManifestWriter:
         self.flush()
 
 
-def compact(path: str | Path, schema: ManifestSchema, min_parts: int = 64) -> bool:
+def compact(path: Location, schema: ManifestSchema, min_parts: int = 64) -> bool:
     """Merge a folder of many small parts into one (latest row per key), atomically.
 
     Only while holding the folder's output lock. The merged part is written before the old
     parts are removed, and readers take the latest row per key, so a crash in between
     leaves duplicates that read the same."""
-    path = Path(path)
-    parts = manifest_files(path) if path.is_dir() else []
+    path = storage.location(path)
+    parts = manifest_files(path) if storage.isdir(path) else []
     if len(parts) < min_parts:
         return False
     table = read_table(path, schema)
-    write_table(table, path / new_part_name())
+    write_table(table, storage.join(path, new_part_name()))
     for p in parts:
-        p.unlink()
+        storage.remove(p)
     return True
 
 
-def read_table(path: str | Path, schema: ManifestSchema, validate: bool = True) -> pa.Table:
-    """All rows of a manifest, one per key (latest part wins), sorted by key."""
-    path = Path(path)
+def read_table(path: Location, schema: ManifestSchema, validate: bool = True) -> pa.Table:
+    """All rows of a manifest, one per key (latest part wins; for a schema with a group,
+    each group's rows all come from the latest part holding it), sorted by key."""
+    path = storage.location(path)
     files = manifest_files(path)
     if not files:
-        if path.is_dir():
+        if isinstance(path, Path) and path.is_dir():
             return schema.with_metadata().empty_table()
         raise ManifestError(f"manifest {path} does not exist; run the pipeline that writes it first")
     tables = []
     for f in files:
         try:
-            t = pq.read_table(f)
+            t = read_parquet(f)
         except (pa.ArrowInvalid, OSError) as exc:
             raise ManifestError(f"{f} is not a readable Parquet file ({exc}); delete it and rerun") from exc
         if validate:
             schema.check_table(t, str(f))
         tables.append(t.select(schema.columns).cast(schema.with_metadata()))
     table = pa.concat_tables(tables)
+    if schema.group:
+        part = [i for i, t in enumerate(tables) for _ in range(t.num_rows)]
+        groups = table.column(schema.group).to_pylist()
+        latest = dict(zip(groups, part))
+        keep = [i for i, (g, p) in enumerate(zip(groups, part)) if latest[g] == p]
+        if len(keep) != len(groups):
+            table = table.take(keep)
     keys = table.column(schema.key).to_pylist()
     last = {k: i for i, k in enumerate(keys)}
     if len(last) != len(keys):
@@ -160,26 +188,111 @@ def read_table(path: str | Path, schema: ManifestSchema, validate: bool = True) 
     return table.sort_by(schema.key)
 
 
-def read_manifest(path: str | Path, schema: ManifestSchema, validate: bool = True):
+def read_manifest(path: Location, schema: ManifestSchema, validate: bool = True):
     """The manifest as a pandas DataFrame (one row per key, sorted by key)."""
     return read_table(path, schema, validate).to_pandas()
 
 
-def finished_keys(path: str | Path, schema: ManifestSchema) -> dict[str, str]:
-    """key -> status of every row already written (empty when nothing exists yet)."""
+def finished_keys(path: Location, schema: ManifestSchema, by: str | None = None) -> dict[str, str]:
+    """key -> status of every row already written (empty when nothing exists yet). With
+    `by` (a column, e.g. the schema's group), the finished values of that column instead,
+    each "error" when any of its rows is an error (so a retry redoes the whole group)."""
     if not manifest_files(path):
         return {}
     table = read_table(path, schema, validate=False)
     status = table.column("status").to_pylist() if "status" in table.column_names else [""] * len(table)
-    return dict(zip(table.column(schema.key).to_pylist(), status))
+    done: dict[str, str] = {}
+    for k, st in zip(table.column(by or schema.key).to_pylist(), status):
+        done[k] = "error" if done.get(k) == "error" else st
+    return done
 
 
-def locate_manifest(path: str | Path, default_name: str = CLIP_MANIFEST) -> Path:
-    """`DIR/manifest.parquet` when given the curation folder DIR, else the path itself."""
-    p = Path(path).expanduser()
-    if p.name != default_name and (p / default_name).exists():
-        p = p / default_name
-    if not p.exists():
+def locate_manifest(path: Location, default_name: str = CLIP_MANIFEST) -> Location:
+    """`DIR/manifest.parquet` when given the curation folder DIR, else the path itself
+    (a local `Path`, or a URL string)."""
+    p = storage.location(path)
+    if storage.name(p) != default_name and storage.exists(storage.join(p, default_name)):
+        p = storage.join(p, default_name)
+    if not storage.exists(p):
         raise ManifestError(f"manifest {path} not found: give the output folder of the pipeline "
                             f"or the {default_name} inside it")
     return p
+
+
+# --- paths a manifest names -----------------------------------------------------------------
+# Parquet metadata key: JSON list of folders (besides the manifest's own) that its paths
+# point into, e.g. Stage II's val_clips.parquet, a subset of a curated manifest that keeps
+# absolute paths into the curated folder.
+SOURCE_ROOTS = b"stc.source_roots"
+
+
+def with_source_roots(table: pa.Table, roots: list[Location]) -> pa.Table:
+    """`table` with `roots` recorded, for `ManifestPaths` to honour (see there)."""
+    meta = dict(table.schema.metadata or {})
+    meta[SOURCE_ROOTS] = json.dumps([str(r) for r in roots]).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def source_roots(manifest: Location) -> list[str]:
+    """The roots a manifest records (none for most)."""
+    files = manifest_files(manifest)
+    if not files:
+        return []
+    f = files[-1]
+    schema = pq.read_schema(f) if isinstance(f, Path) else read_parquet(f).schema
+    raw = (schema.metadata or {}).get(SOURCE_ROOTS)
+    try:
+        roots = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [r for r in roots if isinstance(r, str)] if isinstance(roots, list) else []
+
+
+class ManifestPaths:
+    """Turns the paths a manifest names (clip_path, shard paths) into files to open, refusing
+    those that lead outside the manifest's folder.
+
+    A manifest is data that may come from elsewhere; `../../etc/passwd` or
+    `/proc/self/environ` in it must not make stc read (and copy into shards, or report on)
+    files the user never meant to give. A refusal is an `OutsideRoot` whose message is the
+    same whether the outside file exists or not. `allow_outside` lifts the rule.
+
+    A recorded source root (`with_source_roots`) lets a path out only to a clip that the
+    curated manifest in that root lists itself: recording "/" in a crafted file gains nothing
+    beyond what some stc output folder already vouches for.
+    """
+
+    def __init__(self, manifest: Location, root: Location | None = None,
+                 allow_outside: bool = False, what: str = "clip_path"):
+        self.manifest = manifest
+        self.root = root if root is not None else storage.parent(storage.location(manifest))
+        self.allow_outside, self.what = allow_outside, what
+        self.roots = source_roots(manifest) if not allow_outside else []
+        self._listed: dict[str, set[str]] = {}
+
+    def __call__(self, text: str) -> Location:
+        inside = within(self.root, text)
+        if inside is not None:
+            return storage.join(self.root, text) if storage.is_url(self.root) else Path(self.root) / text
+        if self.allow_outside:
+            return text if storage.is_url(text) else Path(self.root) / text
+        for r in self.roots:
+            target = within(r, text)
+            if target is not None and str(target) in self._vouched(r):
+                return target
+        raise OutsideRoot(
+            f"{self.what} {text!r} in {self.manifest} leads outside {self.root}; refused, nothing "
+            "was read. Give --allow-outside if this manifest names files elsewhere on purpose")
+
+    def _vouched(self, root: str) -> set[str]:
+        """The resolved clip paths the curated manifest in `root` lists."""
+        if root not in self._listed:
+            found: set[str] = set()
+            for f in manifest_files(storage.join(root, CLIP_MANIFEST)):
+                try:
+                    col = read_parquet(f).column("clip_path").to_pylist()
+                except (KeyError, pa.ArrowInvalid, OSError):
+                    continue
+                found |= {str(t) for t in (within(root, c) for c in col if c) if t is not None}
+            self._listed[root] = found
+        return self._listed[root]

@@ -20,6 +20,7 @@ PAIR_STATUSES = ("ok", "error")
 PAIR_REASONS = {
     "ok": "ok",
     "unreadable": "error",       # the curated clip is missing, empty or corrupt
+    "outside_root": "error",     # the manifest names a clip outside its folder: not read
     "too_short": "error",        # fewer frames than one window
     "degrade_failed": "error",   # a degradation or encode failed: the message says which
     "internal_error": "error",   # a bug: the message has the traceback tail

@@ -28,6 +28,9 @@ class ManifestSchema:
     key: str
     # Row-level checks beyond types: each returns an error message or None.
     row_checks: tuple[Callable[[Mapping[str, Any]], str | None], ...] = field(default=())
+    # Rows that are replaced together (e.g. all rows of one input): a reader takes a group's
+    # rows from the latest part holding it only, so redoing an input drops its old rows.
+    group: str | None = None
 
     @property
     def columns(self) -> list[str]:

@@ -12,7 +12,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from stc.core.config import ConfigError
-from stc.core.fs import DiskFull, OutputLocked
+from stc.core.fs import DiskFull, OutputLocked, is_disk_full
 from stc.core.runtime import RayUnavailable, WorkersFailed
 from stc.manifests.schema import ManifestError
 
@@ -58,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RUN_ERRORS as exc:
         print(f"stc {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # A write outside the pipelines' own disk-full handling (settings, stats, a trainer).
+        print(f"stc {args.command}: error: no space left on device ({exc}); free space and "
+              "rerun the same command to resume", file=sys.stderr)
         return 1
 
 

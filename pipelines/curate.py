@@ -1,8 +1,9 @@
 """`stc curate`: raw videos -> cropped, filtered, scored clips and a Parquet manifest.
 
 A declaration on the shared driver (`pipelines.driver`): Ray actors each load dlib and
-PP-OCR once; every finished input's rows land in `OUT/manifest.parquet/` as it finishes, so
-an interrupted run keeps its work and a rerun skips it. Per-step counts and times go to
+PP-OCR once; an item is one source video, keyed by its `source_id`, and all the clip rows it
+gives land in `OUT/manifest.parquet/` as one part when it finishes, so an interrupted run
+keeps its work and a rerun skips finished sources. Per-step counts and times go to
 `OUT/run_stats.json`, not into the manifest, so the manifest of a rerun is identical.
 """
 
@@ -10,16 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from stc.core import storage
 from stc.core.config import from_dict, to_dict
 from stc.core.names import CLIP_MANIFEST, CURATE_CONFIG, RUN_STATS
 from stc.core.runtime import RayOptions
-from stc.curation.clip import ClipCurator, clip_id_for
+from stc.curation.clip import ClipCurator, shots_file, source_id_for
 from stc.curation.config import CurateConfig
-from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts
+from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts, source_counts
 from stc.manifests.io import finished_keys, read_manifest
 from stc.pipelines.driver import Pipeline, run_pipeline
 from stc.pipelines.inputs import gather_inputs
@@ -28,20 +33,61 @@ from stc.pipelines.options import add_ray_args, non_negative_int, positive_int
 
 # --- Ray worker --------------------------------------------------------------------
 class CurateWorker:
-    """Ray actor: loads the models once, curates one input per item."""
+    """Ray actor: loads the models once, curates one source video per item into its rows.
+
+    ffmpeg, PyAV and dlib need real files: an input URL is downloaded to a temp file for
+    the length of its item ("fetch"), and for a URL output the clips (and the shots file)
+    are written to a worker-local folder and uploaded ("store") before the rows are
+    returned, so a clip exists before the row that names it."""
 
     def __init__(self, config: dict[str, Any], out_dir: str):
-        self.curator = ClipCurator(from_dict(CurateConfig, config), out_dir)
+        self.out = storage.location(out_dir)
+        self.local_out = (Path(tempfile.mkdtemp(prefix="stc-curate-")) if storage.is_url(self.out)
+                          else self.out)
+        self.curator = ClipCurator(from_dict(CurateConfig, config), self.local_out)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        row, timings = self.curator(item["source_path"], item["clip_id"], item["source"])
-        return {"rows": [row], "timings": timings}
+        src = item["source_path"]
+        if not storage.is_url(src) and not storage.is_url(self.out):
+            rows, timings = self.curator(src, item["source_id"], item["source"])
+            return {"rows": rows, "timings": timings}
+        t0 = time.perf_counter()
+        try:
+            with storage.local_input(src) as local:
+                fetch = time.perf_counter() - t0
+                rows, timings = self.curator(str(local), item["source_id"], item["source"])
+        except OSError as exc:      # a missing object, no access, the network
+            return {"rows": [{"clip_id": item["source_id"], "source_id": item["source_id"],
+                              "source_path": src, "source": item["source"], "clip_path": None,
+                              "status": "error", "reason": "unreadable",
+                              "message": f"{src}: cannot download ({exc}); check the URL and "
+                                         "the storage credentials of the worker nodes"}]}
+        if str(local) != src:
+            # Rows name the input as the user gave it, not the worker's temp copy.
+            rows = [{k: v.replace(str(local), src) if isinstance(v, str) else v
+                     for k, v in row.items()} for row in rows]
+        timings = {"fetch": fetch, **timings}
+        if storage.is_url(self.out):
+            t0 = time.perf_counter()
+            shots = shots_file(item["source_id"])
+            for rel in [r["clip_path"] for r in rows if r.get("clip_path")] + [shots]:
+                local_file = self.local_out / rel
+                if local_file.exists():
+                    storage.upload(local_file, storage.join(self.out, rel))
+                    local_file.unlink()
+            timings["store"] = time.perf_counter() - t0
+        return {"rows": rows, "timings": timings}
+
+    def __del__(self) -> None:
+        if storage.is_url(getattr(self, "out", None)):
+            shutil.rmtree(self.local_out, ignore_errors=True)
 
 
 def _error_rows(item: dict[str, Any], message: str) -> list[dict[str, Any]]:
     # Only reached when the worker itself died (the curator turns every exception into a row).
-    return [{"clip_id": item["clip_id"], "source_path": item["source_path"],
-             "source": item["source"], "clip_path": None, "status": "error",
+    return [{"clip_id": item["source_id"], "source_id": item["source_id"],
+             "source_path": item["source_path"], "source": item["source"], "clip_path": None,
+             "status": "error",
              "reason": "internal_error", "message": f"{item['source_path']}: {message}"}]
 
 
@@ -51,49 +97,60 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
                workers: int | None = None, retry_errors: bool = False,
                allow_config_change: bool = False, progress: bool = True,
                limit: int | None = None, verbose: bool = False) -> dict[str, Any]:
-    """Curate `inputs` into `out`; returns the run summary (also written to run_stats.json)."""
-    out = Path(out)
+    """Curate `inputs` into `out` (a folder or a URL); returns the run summary (also written
+    to run_stats.json)."""
+    out = storage.location(out)
     cfg = CurateConfig.load(config)
-    manifest_path = out / CLIP_MANIFEST
-    items = [{"source_path": p, "source": s, "clip_id": clip_id_for(p)} for p, s in gather_inputs(inputs)]
+    manifest_path = storage.join(out, CLIP_MANIFEST)
+    items = [{"source_path": p, "source": s, "source_id": source_id_for(p)}
+             for p, s in gather_inputs(inputs)]
     if not items:
         raise FileNotFoundError(f"no videos found in {inputs}; give folders, globs, .txt or .parquet lists")
     if limit is not None:
         items = items[:limit]
     pipeline = Pipeline(
         name="curate", unit="video", out=out, worker=CurateWorker,
-        worker_kwargs={"config": to_dict(cfg), "out_dir": str(out)}, key="clip_id",
+        worker_kwargs={"config": to_dict(cfg), "out_dir": str(out)}, key="source_id",
         to_rows=lambda item, payload: payload["rows"], error_rows=_error_rows,
         manifest=manifest_path, schema=CLIP_SCHEMA,
-        settings=to_dict(cfg), settings_file=out / CURATE_CONFIG,
+        settings=to_dict(cfg), settings_file=storage.join(out, CURATE_CONFIG),
         settings_hint="use a new --out, or --allow-config-change to continue anyway",
-        stats_file=out / RUN_STATS, loading="loading dlib and PP-OCR")
-    report = run_pipeline(pipeline, items, finished_keys(manifest_path, CLIP_SCHEMA),
+        stats_file=storage.join(out, RUN_STATS), loading="loading dlib and PP-OCR")
+    report = run_pipeline(pipeline, items, finished_keys(manifest_path, CLIP_SCHEMA, by="source_id"),
                           retry_errors=retry_errors, allow_settings_change=allow_config_change,
                           ray=RayOptions(address, num_cpus, verbose), workers=workers,
                           progress=progress, extra_stats=lambda: _manifest_stats(manifest_path))
     summary = {**report.stats(), **_manifest_stats(manifest_path)}
     summary["all_failed"] = report.all_failed
     if progress:
-        print(format_funnel(summary["funnel"], FUNNEL), file=sys.stderr)
+        print(format_funnel(summary["funnel"], FUNNEL, summary["sources"]), file=sys.stderr)
     return summary
 
 
-def _manifest_stats(manifest_path: Path) -> dict[str, Any]:
+def _manifest_stats(manifest_path: storage.Location) -> dict[str, Any]:
     manifest = read_manifest(manifest_path, CLIP_SCHEMA)
+    per_source = manifest.drop_duplicates("source_id")
     return {
         "status": manifest["status"].value_counts().to_dict(),
         "reasons": manifest["reason"].value_counts().to_dict(),
         "funnel": funnel_counts(list(manifest["reason"])),
-        "input_frames": int(manifest["num_frames"].fillna(0).sum()),
+        "sources": source_counts(manifest),
+        "input_frames": int(per_source["num_frames"].fillna(0).sum()),
         "manifest": str(manifest_path),
     }
 
 
-def format_funnel(funnel: dict[str, int], order: Iterable[str]) -> str:
+def format_funnel(funnel: dict[str, int], order: Iterable[str],
+                  sources: dict[str, int] | None = None) -> str:
+    """The funnel as a table: the sources, then the rows (clips, and one row per source
+    that gave no clip) stage by stage."""
     order = list(order)
     total = funnel[order[0]] or 1
-    lines = ["", f"{'stage':<10} {'clips':>7} {'kept %':>7} {'dropped':>8}"]
+    lines = [""]
+    if sources:
+        lines.append(f"{sources['sources']} source(s): {sources['with_clips']} gave clips, "
+                     f"{sources['with_kept']} a kept clip; {sources['clips']} clip(s) cut")
+    lines.append(f"{'stage':<10} {'rows':>7} {'kept %':>7} {'dropped':>8}")
     prev = None
     for stage in order:
         n = funnel[stage]

@@ -6,11 +6,17 @@ reads the `status == kept` rows of `CURATED_DIR/manifest.parquet`, cuts each cli
 T-frame windows, degrades every window with the recipe (`degrade/recipes/*.yaml` by
 name, or a YAML file) and writes
 
-* `DIR/shards/RECIPE-seedSEED/shard-*.parquet`: the pairs (see `degrade.shards`),
+* `DIR/shards/RECIPE-seedSEED/shard-*.parquet`: the pairs (see `degrade.shards`), or with
+  `--format webdataset` `shard-*.tar` WebDataset shards (see `degrade.webdataset`), or with
+  `--format mp4` one video per pair in `DIR/lq/` and `DIR/gt/` under the same name, to
+  watch and to score with `stc eval --pred DIR/lq --gt DIR/gt` (see `degrade.mp4pairs`),
 * `DIR/pairs.parquet/`: the pairs manifest (`manifests.pairs.PAIRS_SCHEMA`), one row per
   pair and one error row per clip that gave none,
 * `DIR/runs/RECIPE-seedSEED.yaml` (the resolved recipe and window options) and
   `DIR/runs/RECIPE-seedSEED.stats.json` (the last run's summary).
+
+CURATED_DIR and DIR may be URLs (s3://..., gs://...; `core.storage`): workers download a
+clip to a temp file to decode it, and the driver PUTs shards and manifest parts.
 
 Several recipes and seeds can share one DIR (one run at a time: the folder is locked).
 Actors return whole clips; the driver writes a clip's shard, then all of the clip's manifest
@@ -30,38 +36,84 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from stc.core.config import ConfigError, from_dict, to_dict
-from stc.core.names import PAIRS_MANIFEST, RUNS_DIR
+from stc.core import storage
+from stc.core.config import ConfigError, check_config, from_dict, to_dict, with_sets
+from stc.core.fs import OutsideRoot
+from stc.core.names import PAIRS_GT_DIR, PAIRS_LQ_DIR, PAIRS_MANIFEST, RUNS_DIR
 from stc.core.runtime import RayOptions
+from stc.core.video import VideoError
 from stc.degrade.pixel_flicker import check_model
 from stc.degrade.recipe import Recipe, load_recipe
-from stc.degrade.shards import SHARD_GLOB, ShardWriter
+from stc.degrade.shards import ShardWriter
+from stc.degrade.mp4pairs import Mp4PairWriter, to_mp4_pair
+from stc.degrade.webdataset import TarShardWriter, to_sample
 from stc.degrade.windows import WindowOptions, degrade_clip, software_versions
 from stc.manifests.clips import CLIP_SCHEMA
-from stc.manifests.io import locate_manifest, manifest_files, read_manifest, read_table
-from stc.manifests.pairs import PAIRS_SCHEMA
+from stc.manifests.io import ManifestPaths, locate_manifest, manifest_files, read_manifest, read_table
+from stc.manifests.pairs import PAIRS_SCHEMA, pair_id
 from stc.pipelines.driver import Pipeline, run_pipeline
-from stc.pipelines.options import add_ray_args, non_negative_int, positive_int
+from stc.pipelines.folders import CURATED, expect_folder
+from stc.pipelines.options import (
+    add_config_args,
+    add_ray_args,
+    non_negative_int,
+    positive_int,
+    print_config,
+    print_next,
+    require,
+)
 
 
-def resolve_manifest(path: str | Path) -> tuple[Path, Path]:
-    """(manifest path, folder clip paths are relative to) for `DIR` or `DIR/manifest.parquet`."""
+# --format: how pairs are stored. Each writer has ShardWriter's add/flush contract.
+SHARD_WRITERS = {"parquet": ShardWriter, "webdataset": TarShardWriter, "mp4": Mp4PairWriter}
+# What a worker makes of a clip's rows for a format (none: the raw streams, as degraded).
+SAMPLE_MAKERS = {"webdataset": to_sample, "mp4": to_mp4_pair}
+
+
+def resolve_manifest(path: storage.Location) -> tuple[storage.Location, storage.Location]:
+    """(manifest path, folder clip paths are relative to) for `DIR` or `DIR/manifest.parquet`
+    (local or a URL)."""
     p = locate_manifest(path)
-    return p, p.parent
+    return p, storage.parent(p)
 
 
 class DegradeWorker:
-    """Ray actor: degrades whole clips, returning every pair of a clip at once."""
+    """Ray actor: degrades whole clips, returning every pair of a clip at once. A clip URL
+    is downloaded to a temp file for the length of its item (PyAV decodes files)."""
 
-    def __init__(self, recipe: dict[str, Any], seed: int, opts: dict[str, Any], device: str):
+    def __init__(self, recipe: dict[str, Any], seed: int, opts: dict[str, Any], device: str,
+                 format: str = "parquet"):
         self.recipe = from_dict(Recipe, recipe)
         self.opts = from_dict(WindowOptions, opts)
-        self.seed, self.device = seed, device
+        self.seed, self.device, self.format = seed, device, format
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        rows = degrade_clip(item, Path(item["clip_path"]), self.recipe, self.seed, self.opts,
-                            self.device)
+        if item.get("refused"):     # outside the manifest's folder: never opened
+            return {"rows": [self._error(item, "outside_root", item["refused"])]}
+        src = item["clip_path"]
+        try:
+            with storage.local_input(src) as local:
+                rows = degrade_clip(item, Path(local), self.recipe, self.seed, self.opts,
+                                    self.device)
+        except OSError as exc:      # a missing object, no access, the network
+            return {"rows": [self._error(item, "unreadable", f"{src}: cannot download ({exc}); "
+                                         "check the URL and the storage credentials")]}
+        if str(local) != src:       # messages name the clip as the manifest does
+            rows = [{**r, "message": r["message"].replace(str(local), src)} if r.get("message")
+                    else r for r in rows]
+        make = SAMPLE_MAKERS.get(self.format)
+        if make is not None:
+            try:
+                rows = [make(r) if r["status"] == "ok" else r for r in rows]
+            except VideoError as exc:
+                return {"rows": [self._error(item, "degrade_failed", str(exc))]}
         return {"rows": rows}
+
+    def _error(self, item: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+        # The shape of `degrade_clip`'s own error rows: one per clip, window 0.
+        return {"clip_id": item["clip_id"], "recipe": self.recipe.name, "seed": self.seed,
+                "pair_id": pair_id(self.recipe.name, self.seed, item["clip_id"], 0),
+                "status": "error", "reason": reason, "message": message, "window": 0}
 
 
 def settings_of(recipe, opts) -> dict[str, Any]:
@@ -74,14 +126,15 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 def _manifest_row(r: dict[str, Any], settings: str, source: str, software: str) -> dict[str, Any]:
     row = {k: v for k, v in r.items() if k not in ("hq", "lq", "lq_stream_width",
-                                                    "lq_stream_height", "lq_up_interp")}
+                                                    "lq_stream_height", "lq_up_interp",
+                                                    "container")}
     row.update(settings_hash=settings, source_clip=source, software=software)
     if r["status"] == "ok":
         row.update(hq_bytes=len(r["hq"]), lq_bytes=len(r["lq"]))
     return row
 
 
-def _previous(pairs_path: Path, recipe: str, seed: int) -> tuple[dict[str, str], set[str]]:
+def _previous(pairs_path: storage.Location, recipe: str, seed: int) -> tuple[dict[str, str], set[str]]:
     """(clip_id -> status of the clips done for this recipe and seed, shard files they use)."""
     if not manifest_files(pairs_path):
         return {}, set()
@@ -98,10 +151,17 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
                 opts=None, device: str = "auto", address: str | None = None,
                 num_cpus: int | None = None, workers: int | None = None,
                 retry_errors: bool = False, limit: int = 0, shard_mb: float = 256,
-                progress: bool = True, verbose: bool = False) -> dict[str, Any]:
-    """Degrade the kept clips of `manifest` into `out`; returns the run summary."""
+                progress: bool = True, verbose: bool = False,
+                format: str = "parquet", allow_outside: bool = False,
+                sets: list[str] | None = None) -> dict[str, Any]:
+    """Degrade the kept clips of `manifest` into `out` (folders or URLs) as `format` shards
+    (parquet, webdataset); returns the run summary."""
+    if format not in SHARD_WRITERS:
+        raise ConfigError(f"--format must be one of {sorted(SHARD_WRITERS)}, got {format!r}")
     opts = opts or WindowOptions()
-    rec = load_recipe(recipe)
+    check_config(opts)
+    rec = with_sets(load_recipe(recipe), sets, "--set (recipe)")
+    expect_folder(manifest, CURATED, "stc degrade")
     mpath, root = resolve_manifest(manifest)
     if not manifest_files(mpath):
         raise FileNotFoundError(f"curated manifest {mpath} not found; run `stc curate` first "
@@ -115,28 +175,36 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
     if kept.empty:
         raise FileNotFoundError(f"{mpath} has no kept clips ({len(clips)} rows); nothing to degrade")
 
-    out = Path(out)
-    pairs_path = out / PAIRS_MANIFEST
+    out = storage.location(out)
+    pairs_path = storage.join(out, PAIRS_MANIFEST)
     settings = settings_of(rec, opts)
     digest = settings_hash(settings)
     done, used_shards = _previous(pairs_path, rec.name, seed)
-    items = [{"clip_id": r.clip_id, "clip_path": str(root / r.clip_path), "source": str(r.clip_path),
-              "clip_fps": float(r.clip_fps) if r.clip_fps == r.clip_fps and r.clip_fps else 25.0}
-             for r in kept.itertuples()]
+    paths = ManifestPaths(mpath, root, allow_outside)
+    items = []
+    for r in kept.itertuples():
+        item = {"clip_id": r.clip_id, "source": str(r.clip_path),
+                "clip_fps": float(r.clip_fps) if r.clip_fps == r.clip_fps and r.clip_fps else 25.0}
+        try:
+            item["clip_path"] = str(paths(r.clip_path))
+        except OutsideRoot as exc:      # becomes an error row; the file is never opened
+            item.update(clip_path=str(r.clip_path), refused=str(exc))
+        items.append(item)
     if rec.uses_diffusion and any(it["clip_id"] not in done for it in items):
         for step in rec.steps:
             if step.kind == "pixel_flicker":
                 check_model(step.pixel_flicker.model)
     run_name = f"{rec.name}-seed{seed}"
     software = software_versions()
-    shards = ShardWriter(out, rec.name, seed, max_bytes=int(shard_mb * (1 << 20)))
+    shards = SHARD_WRITERS[format](out, rec.name, seed, max_bytes=int(shard_mb * (1 << 20)))
     counts: Counter = Counter()
 
     def remove_orphans() -> None:
         # Shards a killed run wrote before recording their pairs: never read, made again.
-        for f in shards.dir.glob(SHARD_GLOB):
-            if str(f.relative_to(out)) not in used_shards:
-                f.unlink()
+        for pattern in sorted({w.pattern for w in SHARD_WRITERS.values()}):
+            for f in storage.glob(shards.dir, pattern):
+                if storage.relative(f, out) not in used_shards:
+                    storage.remove(f)
 
     def to_rows(item: dict[str, Any], payload: dict[str, Any]) -> list[dict[str, Any]]:
         rows, extra = [], []
@@ -158,21 +226,25 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
 
     def error_rows(item: dict[str, Any], message: str) -> list[dict[str, Any]]:
         counts["error_clips"] += 1
-        return [{"pair_id": f"{rec.name}-{seed}-{item['clip_id']}-error", "clip_id": item["clip_id"],
-                 "recipe": rec.name, "seed": seed, "window": -1, "status": "error",
+        # Keyed like the worker's own error rows, so the pairs of a retry replace it.
+        return [{"pair_id": pair_id(rec.name, seed, item["clip_id"], 0), "clip_id": item["clip_id"],
+                 "recipe": rec.name, "seed": seed, "window": 0, "status": "error",
                  "reason": "internal_error", "message": f"{item['clip_path']}: {message}",
                  "settings_hash": digest, "source_clip": item["source"], "software": software}]
 
     pipeline = Pipeline(
         name=f"degrade {rec.name}", unit="clip", out=out, worker=DegradeWorker,
         worker_kwargs={"recipe": settings["recipe"], "seed": seed, "opts": settings["window"],
-                       "device": device},
+                       "device": device, "format": format},
         key="clip_id", to_rows=to_rows, error_rows=error_rows,
         manifest=pairs_path, schema=PAIRS_SCHEMA,
-        settings={**settings, "seed": seed}, settings_file=out / RUNS_DIR / f"{run_name}.yaml",
+        # The storage format is a setting too (one folder, one format), recorded only when
+        # not the default so that folders made before --format existed still resume.
+        settings={**settings, "seed": seed, **({"format": format} if format != "parquet" else {})},
+        settings_file=storage.join(out, RUNS_DIR, f"{run_name}.yaml"),
         settings_hint=f"use another --out, another --seed, or give the changed recipe another "
                       f"name than {rec.name!r}",
-        stats_file=out / RUNS_DIR / f"{run_name}.stats.json",
+        stats_file=storage.join(out, RUNS_DIR, f"{run_name}.stats.json"),
         num_gpus=1 if rec.uses_diffusion and device != "cpu" and _gpus(address) else 0,
         loading="loading the diffusion model" if rec.uses_diffusion else "starting workers",
         prepare=remove_orphans)
@@ -216,11 +288,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Cut the kept clips of a curated manifest into T-frame windows, degrade "
                     "each with a recipe (BFVR, brightness or pixel flicker) and write Parquet "
                     "shards of LQ-HQ pairs plus DIR/pairs.parquet.")
-    p.add_argument("manifest", metavar="MANIFEST",
+    p.add_argument("manifest", metavar="MANIFEST", nargs="?",
                    help="curated output folder (or its manifest.parquet)")
-    p.add_argument("--out", required=True, help="output folder (pairs.parquet/, shards/, runs/)")
+    p.add_argument("--out", help="output folder (pairs.parquet/, shards/, runs/)")
     p.add_argument("--recipe", default="bfvr",
                    help="built-in recipe (bfvr, bfvr-nonoise, brightness, pixel) or a YAML file")
+    add_config_args(p, "recipe")
     p.add_argument("--seed", type=int, default=0, help="run seed: same seed, same bytes (default 0)")
     p.add_argument("--window", type=int, default=24, help="T, frames per pair (0 = whole clip; default 24)")
     p.add_argument("--stride", type=int, default=0, help="frames between window starts (default: T)")
@@ -235,7 +308,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=non_negative_int, default=0,
                    help="only the first N kept clips (default 0: all)")
     p.add_argument("--shard-mb", type=float, default=256, help="shard size cap in MB (default 256)")
+    p.add_argument("--format", default="parquet", choices=list(SHARD_WRITERS),
+                   help="how pairs are stored: parquet shards (default, for training), "
+                        "webdataset tar shards (KEY.hq.mp4, KEY.lq.mp4, KEY.json per pair) for "
+                        "streaming elsewhere, or mp4: DIR/lq/KEY.mp4 and DIR/gt/KEY.mp4 per pair "
+                        "to watch and to score with `stc eval --pred DIR/lq --gt DIR/gt`")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="read clips the manifest names outside its own folder (refused by "
+                        "default: a manifest from elsewhere must not make stc read other files)")
     add_ray_args(p)
     p.set_defaults(func=_main)
 
@@ -246,10 +327,32 @@ def _main(args: argparse.Namespace) -> int:
                              size=args.size, hq_crf=args.hq_crf)
     except ValueError as exc:
         raise ConfigError(f"bad window options: {exc}") from None
+    if args.print_config:
+        rec = with_sets(load_recipe(args.recipe), args.set, "--set (recipe)")
+        print_config(settings_of(rec, opts))
+        return 0
+    if not args.manifest:
+        raise ConfigError("stc degrade needs MANIFEST (a curated folder) and --out "
+                          "(see stc degrade --help)")
+    require(args, "stc degrade", "out")
     summary = run_degrade(args.manifest, args.out, args.recipe, args.seed, opts, device=args.device,
                           address=args.address, num_cpus=args.num_cpus, workers=args.workers,
                           retry_errors=args.retry_errors, limit=args.limit, shard_mb=args.shard_mb,
-                          verbose=args.verbose)
+                          verbose=args.verbose, format=args.format,
+                          allow_outside=args.allow_outside, sets=args.set)
     if args.json:
         print(json.dumps(summary, indent=2))
+    elif summary["total_pairs"]:
+        out = args.out.rstrip("/")
+        steps = [f"stc stats {args.manifest} --pairs {out} --out {out}/report   (example pairs "
+                 "per recipe, parameter histograms)"]
+        if args.format == "mp4":
+            steps.append(f"stc eval --pred {out}/{PAIRS_LQ_DIR} --gt {out}/{PAIRS_GT_DIR}   "
+                         "(the LQ's own scores: the baseline to beat)")
+            steps.append(f"stc enhance {out}/{PAIRS_LQ_DIR} -o PRED --checkpoint RUN2 --aligned "
+                         f"&& stc eval --pred PRED --gt {out}/{PAIRS_GT_DIR}")
+        else:
+            steps.append(f"stc train stage2 --curriculum FILE.yaml ...   (a curriculum step "
+                         f"with `pairs: {out}` trains on these pairs)")
+        print_next(steps)
     return 1 if summary["all_failed"] else 0

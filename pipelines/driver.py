@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -24,18 +25,17 @@ from typing import Any, Callable, Iterator, Mapping
 import yaml
 from tqdm import tqdm
 
+from stc.core import storage
 from stc.core.config import ConfigError
 from stc.core.fs import (
     DISK_FULL_TEXT,
     DiskFull,
-    OutputLock,
-    clean_stale_temps,
     command_line,
     disk_full_error,
     is_disk_full,
-    write_text_atomic,
 )
 from stc.core.runtime import RayOptions, init_ray, map_items
+from stc.core.storage import Location
 from stc.manifests.io import ManifestWriter, compact
 from stc.manifests.schema import ManifestSchema
 
@@ -44,23 +44,23 @@ class SettingsChanged(ConfigError):
     """An output folder was started with other settings; mixing them would corrupt it."""
 
 
-def check_settings(path: Path, settings: Mapping[str, Any], allow_change: bool = False,
+def check_settings(path: Location, settings: Mapping[str, Any], allow_change: bool = False,
                    hint: str = "use another output folder") -> None:
-    """The one rule for every pipeline: the first run records its settings in `path`; a
-    later run with different settings is refused (unless `allow_change`, which records the
-    new ones)."""
+    """The one rule for every pipeline: the first run records its settings in `path` (a
+    local file or an object); a later run with different settings is refused (unless
+    `allow_change`, which records the new ones)."""
     current = json.loads(json.dumps(settings))    # plain types, as YAML gives them back
-    if path.exists():
-        previous = yaml.safe_load(path.read_text())
+    if storage.exists(path):
+        previous = yaml.safe_load(storage.read_text(path))
         if previous == current:
             return
         if not allow_change:
             changed = sorted(_diff(previous, current))
             raise SettingsChanged(
-                f"{path.parent} was made with other settings ({path}; changed: "
+                f"{storage.parent(path)} was made with other settings ({path}; changed: "
                 f"{', '.join(changed[:8]) or 'all'}); rows made under both would mix them. "
                 f"{hint[0].upper() + hint[1:]}")
-    write_text_atomic(path, yaml.safe_dump(current, sort_keys=False))
+    storage.write_text(path, yaml.safe_dump(current, sort_keys=False))
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> Iterator[str]:
@@ -77,19 +77,19 @@ class Pipeline:
 
     name: str                                   # "curate": messages, bar, stats
     unit: str                                   # what an item is: "video", "clip", "pair"
-    out: Path | None                            # output folder, locked for the run
+    out: Location | None                        # output folder or URL, locked for the run
     worker: type                                # worker(**worker_kwargs)(item) -> payload
     worker_kwargs: dict[str, Any]
     key: str                                    # item field that names it in `done`
     # payload -> manifest rows (may write side files first, e.g. shards); error -> rows
     to_rows: Callable[[dict[str, Any], Any], list[dict[str, Any]]]
     error_rows: Callable[[dict[str, Any], str], list[dict[str, Any]]]
-    manifest: Path | None = None                # rows go here as parts...
+    manifest: Location | None = None            # rows go here as parts...
     schema: ManifestSchema | None = None
     settings: dict[str, Any] | None = None      # ...refused when changed (`check_settings`)
-    settings_file: Path | None = None
+    settings_file: Location | None = None
     settings_hint: str = "use another output folder"
-    stats_file: Path | None = None
+    stats_file: Location | None = None
     num_cpus: float = 1
     num_gpus: float = 0
     in_process: bool = False                    # no Ray: one worker in this process
@@ -145,9 +145,10 @@ def run_pipeline(p: Pipeline, items: list[dict[str, Any]], done: Mapping[str, st
     """Run pipeline `p` over `items`, skipping the keys in `done` (key -> status)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     report = RunReport(inputs=len(items))
-    with OutputLock(p.out, command_line()) if p.out is not None else contextlib.nullcontext():
+    with storage.output_lock(p.out, command_line()) if p.out is not None \
+            else contextlib.nullcontext():
         if p.out is not None:
-            clean_stale_temps(p.out)
+            storage.clean_stale_temps(p.out)
         if p.settings is not None and p.settings_file is not None:
             check_settings(p.settings_file, p.settings, allow_settings_change, p.settings_hint)
         if p.prepare is not None:
@@ -167,7 +168,7 @@ def run_pipeline(p: Pipeline, items: list[dict[str, Any]], done: Mapping[str, st
             stats = report.stats()
             if extra_stats:
                 stats.update(extra_stats())
-            write_text_atomic(p.stats_file, json.dumps(stats, indent=2))
+            storage.write_text(p.stats_file, json.dumps(stats, indent=2))
     return report
 
 
@@ -207,15 +208,15 @@ def _execute(p: Pipeline, todo: list[dict[str, Any]], report: RunReport, ray_opt
                 report.statuses[r.get("status", "ok")] += 1
             bar.update(1)
             bar.set_postfix(dict(report.statuses), refresh=False)
-            if not result["ok"] and DISK_FULL_TEXT in result["error"]:
-                raise disk_full_error(p.out, _bytes_needed(p, report, len(todo)), resume)
+            if _out_of_space(result, rows):
+                raise disk_full_error(_local_disk(p), _bytes_needed(p, report, len(todo)), resume)
     except DiskFull:
         raise
     except OSError as exc:
         if is_disk_full(exc):
             if writer is not None:
                 writer.discard()      # the rows of the input whose write failed: redone on resume
-            raise disk_full_error(p.out, _bytes_needed(p, report, len(todo)), resume) from exc
+            raise disk_full_error(_local_disk(p), _bytes_needed(p, report, len(todo)), resume) from exc
         raise _stopped(p, writer, exc, resume) from exc
     except (KeyboardInterrupt, ConfigError):
         raise
@@ -225,6 +226,16 @@ def _execute(p: Pipeline, todo: list[dict[str, Any]], report: RunReport, ray_opt
         bar.close()
 
 
+def _out_of_space(result: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+    """The input failed because the disk filled up: a worker's exception, or an error row
+    that says so (curate writes its clip in the worker and reports ffmpeg's ENOSPC as a row;
+    going on would only fail every input after it the same way)."""
+    if not result["ok"]:
+        return DISK_FULL_TEXT in result["error"]
+    return any(r.get("status") == "error" and DISK_FULL_TEXT in str(r.get("message") or "")
+               for r in rows)
+
+
 def _stopped(p: Pipeline, writer, exc: BaseException, resume: str) -> RuntimeError:
     saved = f"the {writer.rows_written} rows finished are saved in {p.manifest}" if writer \
         else "finished outputs are kept"
@@ -232,9 +243,15 @@ def _stopped(p: Pipeline, writer, exc: BaseException, resume: str) -> RuntimeErr
                         f"rerun `{resume}` to resume")
 
 
+def _local_disk(p: Pipeline) -> Location:
+    """The disk that filled up: the output folder, or for a URL output the local temp
+    folder workers stage files in."""
+    return tempfile.gettempdir() if storage.is_url(p.out) else p.out
+
+
 def _bytes_needed(p: Pipeline, report: RunReport, total: int) -> float | None:
     """What the inputs left would take, at the folder's bytes per finished input."""
-    if not report.finished or p.out is None:
+    if not report.finished or p.out is None or storage.is_url(p.out):
         return None
     used = sum(f.stat().st_size for f in Path(p.out).rglob("*") if f.is_file())
     return used / report.finished * max(1, total - report.finished)

@@ -1,16 +1,22 @@
-"""`stc enhance`: restore face videos with a trained Stage II model.
+"""`stc enhance`: restore the faces of real videos with a trained Stage II model.
 
-    stc enhance IN.mp4 -o OUT.mp4 --checkpoint RUN2
+    stc enhance IN.mp4 -o OUT.mp4 --checkpoint RUN2 [--upscale 2] [--save-crops]
     stc enhance DIR_OR_LIST... -o OUT_DIR --checkpoint RUN2 [--workers N]
+    stc enhance CROPS... -o OUT_DIR --checkpoint RUN2 --aligned
 
-A video of any length is cut into chunks of the T frames the model was trained on; a last
-chunk shorter than T is run as the last T frames of the video (so it sees real context) and
-only its new frames are kept; a video shorter than T is padded by repeating its last frame.
-Frames are resized to the trained resolution (the longer side, rounded to a multiple of 8,
-for non-square input) and written there with libx264, at the input's frame rate and with
-its audio copied. Several videos go through a pool of Ray actors, one model per actor.
-`OUT_DIR/enhance_stats.json` records the model time per 24-frame clip (the paper's unit,
-whatever T is), which `stc eval` reads.
+By default the input is a real video of any size: the faces are found and tracked, each is
+cropped to a square by curation's crop rule, restored at the model's size in overlapping
+T-frame chunks and pasted back with a feathered mask (`pipelines.face_restore`); the rest of
+the frame is the input's, resized by --upscale (or by a user-given TorchScript upsampler).
+With --aligned the input is already a face crop, as `stc curate` writes them: whole frames
+are resized to the trained resolution (the longer side, rounded to a multiple of the
+model's spatial factor) and restored in chunks of T frames; a last chunk shorter than T is
+run as the last T frames (so it sees real context), a video shorter than T is padded by
+repeating its last frame.
+
+Either way the output keeps the input's frame rate and audio. Several videos go through a
+pool of Ray actors, one model per actor. `OUT_DIR/enhance_stats.json` records the model
+time per 24-frame clip (the paper's unit, whatever T is), which `stc eval` reads.
 """
 
 from __future__ import annotations
@@ -19,18 +25,22 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from stc.core.config import ConfigError
 from stc.core.fs import write_text_atomic
 from stc.core.names import ENHANCE_STATS
 from stc.core.runtime import RayOptions
 from stc.core.video import FrameWriter, iter_frames, probe, resize_frames
 from stc.pipelines.driver import Pipeline, run_pipeline
+from stc.pipelines.face_restore import FaceOptions, FaceVideoRestorer
+from stc.pipelines.folders import STAGE2, STAGE2_STEP, expect_folder
 from stc.pipelines.inputs import gather_inputs
-from stc.pipelines.options import add_ray_args, positive_int
+from stc.pipelines.options import add_ray_args, non_negative_int, positive_int, print_next
 
 
 def pick_device(device: str = "auto") -> str:
@@ -48,37 +58,91 @@ def output_size(width: int, height: int, size: int, multiple: int) -> tuple[int,
     return snap(width), snap(height)
 
 
+def load_upsampler(path: str | Path, device: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A learned background upsampler from the user's TorchScript file: it maps an RGB
+    image [1, 3, H, W] in [0, 1] to [1, 3, H*N, W*N] (e.g. Real-ESRGAN exported with
+    torch.jit.trace). No architecture code or weights ship with stc."""
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"--bg-upsampler {path} does not exist; give a TorchScript file "
+                                "(torch.jit.save of a model mapping [1,3,H,W] in [0,1] to x N)")
+    try:
+        model = torch.jit.load(str(path), map_location=device).eval()
+    except RuntimeError as exc:
+        raise ConfigError(f"--bg-upsampler {path} is not a TorchScript file ({exc}); export the "
+                          "model with torch.jit.trace/script and torch.jit.save") from None
+
+    def run(frame: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None]
+        with torch.inference_mode():
+            y = model(x.to(device).float().div_(255))
+        y = y[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+        return y.cpu().numpy()
+
+    return run
+
+
 class Enhancer:
-    """A loaded Stage II model that restores whole videos chunk by chunk."""
+    """A loaded Stage II model that restores whole videos: the faces of full frames, or,
+    with `faces=None`, aligned face crops chunk by chunk."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", crf: float = 18,
-                 preset: str = "medium", pix_fmt: str = "yuv420p"):
+                 preset: str = "medium", pix_fmt: str = "yuv420p",
+                 faces: FaceOptions | None = None, bg_upsampler: str | Path | None = None):
         from stc.model.stage2.model import load_stage2
 
+        check_checkpoint(checkpoint)
         self.device = pick_device(device)
         self.model, self.cfg = load_stage2(checkpoint, self.device)
         self.checkpoint = str(checkpoint)
         self.T, self.size = self.cfg.data.num_frames, self.cfg.data.size
         self.multiple = self.cfg.vqgan.spatial_factor
         self.crf, self.preset, self.pix_fmt = crf, preset, pix_fmt
+        self.faces = None
+        if faces is not None:
+            upsampler = load_upsampler(bg_upsampler, self.device) if bg_upsampler else None
+            self.faces = FaceVideoRestorer(self._run_batch, self.size, self.T, faces, upsampler)
 
-    def _run(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    def _run_batch(self, clips: np.ndarray) -> tuple[np.ndarray, float]:
+        """uint8 [B, T, S, S, 3] -> restored uint8, same shape, and the model's seconds."""
         import torch
 
         from stc.core.tensors import to_tensor, to_uint8
 
-        x = to_tensor(np.stack(frames))[None].to(self.device)
+        x = torch.stack([to_tensor(c) for c in clips]).to(self.device)
         t0 = time.perf_counter()
         with torch.inference_mode():
             y = self.model.restore(x)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-        return list(to_uint8(y[0])), time.perf_counter() - t0
+        return np.stack([to_uint8(c) for c in y]), time.perf_counter() - t0
+
+    def _run(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+        out, seconds = self._run_batch(np.stack(frames)[None])
+        return list(out[0]), seconds
 
     def enhance(self, src: str | Path, dst: str | Path,
-                on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
+                on_chunk: Callable[[int], None] | None = None,
+                crops_dir: str | Path | None = None) -> dict[str, Any]:
         """Restore `src` into `dst`; returns frames, chunks and model seconds."""
+        if self.faces is not None:
+            stats = self.faces.enhance(src, dst, crf=self.crf, preset=self.preset,
+                                       pix_fmt=self.pix_fmt, crops_dir=crops_dir,
+                                       on_chunk=on_chunk)
+            clips = stats["crops"]
+        else:
+            stats = self._enhance_aligned(src, dst, on_chunk)
+            clips = stats["chunks"]
+        # The paper reports seconds per 24-frame clip whatever T the model was trained on.
+        stats["model_clips"] = clips
+        stats["seconds_per_clip"] = (stats["model_seconds"] * 24 / (clips * self.T)
+                                     if clips else None)
+        return stats
 
+    def _enhance_aligned(self, src: str | Path, dst: str | Path,
+                         on_chunk: Callable[[int], None] | None) -> dict[str, Any]:
         info = probe(src)
         w, h = output_size(info.width, info.height, self.size, self.multiple)
         T = self.T
@@ -109,21 +173,29 @@ class Enhancer:
                     run(prev[r:] + buf, slice(T - r, None))
                 else:
                     run(buf + [buf[-1]] * (T - r), slice(0, r))
-        # The paper reports seconds per 24-frame clip whatever T the model was trained on.
         stats["seconds_per_chunk"] = stats["model_seconds"] / max(1, stats["chunks"])
-        stats["seconds_per_clip"] = stats["model_seconds"] * 24 / max(1, stats["chunks"] * T)
-        stats.update(chunk_frames=T, width=w, height=h, fps=info.fps, source=str(src))
+        stats.update(chunk_frames=T, width=w, height=h, fps=info.fps, source=str(src),
+                     mode="aligned")
         return stats
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """A Stage I run (or a curated folder...) given as --checkpoint: say so, not a key error."""
+    expect_folder(path, (STAGE2, STAGE2_STEP), "stc enhance")
 
 
 class EnhanceWorker:
     """Ray actor (or the in-process worker): one model, many videos."""
 
-    def __init__(self, checkpoint: str, device: str, crf: float, preset: str):
-        self.enhancer = Enhancer(checkpoint, device, crf, preset)
+    def __init__(self, checkpoint: str, device: str, crf: float, preset: str,
+                 pix_fmt: str = "yuv420p", faces: dict[str, Any] | None = None,
+                 bg_upsampler: str | None = None):
+        self.enhancer = Enhancer(checkpoint, device, crf, preset, pix_fmt,
+                                 FaceOptions(**faces) if faces is not None else None,
+                                 bg_upsampler)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        stats = self.enhancer.enhance(item["src"], item["dst"])
+        stats = self.enhancer.enhance(item["src"], item["dst"], crops_dir=item.get("crops"))
         return {"rows": [{"src": item["src"], "dst": item["dst"], "status": "ok", "message": "",
                           "stats": stats}]}
 
@@ -132,8 +204,8 @@ def _write_stats(out_dir: Path, enhancer_info: dict[str, Any], videos: dict[str,
     path = out_dir / ENHANCE_STATS
     old = json.loads(path.read_text()) if path.exists() else {}
     merged = {**old.get("videos", {}), **videos}
-    ok = [v for v in merged.values() if v.get("chunks")]
-    frames = sum(v["chunks"] * v["chunk_frames"] for v in ok)
+    ok = [v for v in merged.values() if v.get("model_clips", v.get("chunks"))]
+    frames = sum(v.get("model_clips", v.get("chunks")) * v["chunk_frames"] for v in ok)
     summary = {**enhancer_info, "videos": merged,
                "seconds_per_clip": (sum(v["model_seconds"] for v in ok) * 24 / frames
                                     if frames else None)}
@@ -144,8 +216,20 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
                 crf: float = 18, preset: str = "medium", workers: int | None = None,
                 address: str | None = None, num_cpus: int | None = None,
                 overwrite: bool = False, progress: bool = True,
-                verbose: bool = False) -> dict[str, Any]:
-    """Restore one video into the file `out`, or several into the folder `out`."""
+                verbose: bool = False, *, aligned: bool = False,
+                faces: FaceOptions | None = None, bg_upsampler: str | Path | None = None,
+                save_crops: bool = False, pix_fmt: str = "yuv420p") -> dict[str, Any]:
+    """Restore one video into the file `out`, or several into the folder `out`.
+
+    Full frames by default (faces found, restored and pasted back, options in `faces`);
+    `aligned=True` for inputs that are face crops already."""
+    check_checkpoint(checkpoint)
+    if aligned and (bg_upsampler or save_crops or (faces and faces.upscale != 1)):
+        raise ConfigError("--aligned restores whole frames at the model's size: --upscale, "
+                          "--bg-upsampler and --save-crops apply to full-frame videos only")
+    if bg_upsampler and not (faces and faces.upscale > 1):
+        raise ConfigError("--bg-upsampler needs --upscale N (N = the upsampler's factor)")
+    faces = None if aligned else (faces or FaceOptions())
     sources = [p for p, _ in gather_inputs(inputs)]
     if not sources:
         raise FileNotFoundError(f"no videos found in {inputs}")
@@ -153,17 +237,27 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
     single = len(sources) == 1 and out.suffix.lower() in (".mp4", ".mkv", ".mov")
     out_dir = out.parent if single else out
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [{"src": s, "dst": str(out if single else out / (Path(s).stem + ".mp4"))} for s in sources]
+    jobs = []
+    for s in sources:
+        dst = out if single else out / (Path(s).stem + ".mp4")
+        job = {"src": s, "dst": str(dst)}
+        if save_crops:
+            job["crops"] = str(dst.with_name(dst.stem + "_crops"))
+        jobs.append(job)
     done = {} if overwrite else {j["dst"]: "ok" for j in jobs if Path(j["dst"]).exists()}
     if done:
         print(f"stc enhance: {len(done)} output(s) exist already, skipping them "
               "(--overwrite to redo)", file=sys.stderr)
-    info = {"checkpoint": str(checkpoint), "device": pick_device(device)}
+    info = {"checkpoint": str(checkpoint), "device": pick_device(device),
+            "mode": "aligned" if aligned else "faces"}
     gpu = 1 if info["device"].startswith("cuda") else 0
     pipeline = Pipeline(
         name="enhance", unit="video", out=out_dir, worker=EnhanceWorker,
         worker_kwargs={"checkpoint": str(checkpoint), "device": device, "crf": crf,
-                       "preset": preset}, key="dst",
+                       "preset": preset, "pix_fmt": pix_fmt,
+                       "faces": asdict(faces) if faces is not None else None,
+                       "bg_upsampler": str(bg_upsampler) if bg_upsampler else None},
+        key="dst",
         to_rows=lambda item, payload: payload["rows"],
         error_rows=lambda item, msg: [{"src": item["src"], "dst": item["dst"], "status": "error",
                                        "message": msg, "stats": {}}],
@@ -179,33 +273,79 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
         _write_stats(out_dir, info, results)
     for src, msg in errors.items():
         print(f"stc enhance: {src}: {msg}", file=sys.stderr)
-    return {"outputs": [j["dst"] for j in jobs], "done": len(results), "errors": errors,
-            "stats": str(out_dir / ENHANCE_STATS)}
+    return {"outputs": [j["dst"] for j in jobs], "done": len(results), "skipped": len(done),
+            "errors": errors, "stats": str(out_dir / ENHANCE_STATS),
+            "faces": {k: {f: v.get(f) for f in ("faces", "frames_with_face", "frames")}
+                      for k, v in results.items() if v.get("mode") == "faces"}}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "enhance", help="restore face videos with a trained Stage II model",
-        description="Restore videos chunk by chunk with a Stage II run (`stc train stage2`), "
-                    "keeping fps and audio. One video: -o OUT.mp4; several: -o OUT_DIR.")
+        "enhance", help="restore the faces of videos with a trained Stage II model",
+        description="Find and track the faces of each video, restore them with a Stage II run "
+                    "(`stc train stage2`) and paste them back, keeping size (or x --upscale), "
+                    "fps and audio. --aligned: the inputs are face crops already (as `stc "
+                    "curate` writes them). One video: -o OUT.mp4; several: -o OUT_DIR.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files, folders, globs or .txt lists")
     p.add_argument("-o", "--out", required=True, help="output .mp4 (one input) or folder")
     p.add_argument("--checkpoint", required=True,
                    help="Stage II run folder (its last curriculum step), step folder or checkpoint")
+    faces = p.add_argument_group("faces (full-frame videos)")
+    faces.add_argument("--aligned", action="store_true",
+                       help="inputs are face crops already: restore whole frames at the model's "
+                            "size, no detection")
+    faces.add_argument("--upscale", type=positive_int, default=1,
+                       help="output size = input size x N; the background by plain resize "
+                            "(default 1)")
+    faces.add_argument("--bg-upsampler", default=None, metavar="FILE",
+                       help="your TorchScript x N background upsampler instead of the plain resize")
+    faces.add_argument("--only-center-face", action="store_true",
+                       help="restore only the face nearest the frame centre")
+    faces.add_argument("--save-crops", action="store_true",
+                       help="also write each face's input and restored crops and boxes.json "
+                            "to OUT_crops/")
+    faces.add_argument("--detect-every", type=positive_int, default=1,
+                       help="run the face detector on every k-th frame, interpolate between "
+                            "(default 1)")
+    faces.add_argument("--overlap", type=non_negative_int, default=None,
+                       help="frames shared by consecutive chunks, crossfaded (default T/4)")
+    faces.add_argument("--expand", type=float, default=FaceOptions.expand,
+                       help=f"face box side x this = crop side, as curation crops "
+                            f"(default {FaceOptions.expand:g})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--crf", type=float, default=18, help="libx264 CRF of the output (default 18)")
     p.add_argument("--preset", default="medium", help="libx264 preset (default medium)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="Ray actors for several videos (default: one per CPU, or per GPU)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     add_ray_args(p)
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    try:
+        faces = FaceOptions(detect_every=args.detect_every, expand=args.expand,
+                            overlap=args.overlap, only_center_face=args.only_center_face,
+                            upscale=args.upscale)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     summary = run_enhance(args.inputs, args.out, args.checkpoint, args.device, args.crf,
                           args.preset, args.workers, args.address, args.num_cpus, args.overwrite,
-                          verbose=args.verbose)
-    print(json.dumps(summary, indent=2))
+                          verbose=args.verbose, aligned=args.aligned, faces=faces,
+                          bg_upsampler=args.bg_upsampler, save_crops=args.save_crops)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        where = summary["outputs"][0] if len(summary["outputs"]) == 1 \
+            else str(Path(summary["stats"]).parent)
+        faces_line = "".join(
+            f"\n  {k}: {v['faces']} face track(s), restored on {v['frames_with_face']} of "
+            f"{v['frames']} frames" for k, v in summary["faces"].items())
+        print(f"stc enhance: {summary['done']} restored, {summary['skipped']} skipped, "
+              f"{len(summary['errors'])} failed -> {where}{faces_line}", file=sys.stderr)
+        if summary["done"]:
+            print_next([f"stc eval --pred {Path(summary['stats']).parent} --gt GT_DIR "
+                        "--out eval.parquet   (score against ground truth, same file stems)"])
     return 1 if summary["errors"] else 0

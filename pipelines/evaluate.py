@@ -31,9 +31,12 @@ from stc.pipelines.driver import Pipeline, run_pipeline
 from stc.pipelines.inputs import VIDEO_EXTENSIONS
 from stc.pipelines.options import add_ray_args
 
+# The paper's metrics (Sec. 4.1) first, then stc's extra variants (model.metrics.schema).
 TABLE_COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"),
                  ("akd", "AKD", "{:.3f}"), ("ids", "IDS", "{:.4f}"), ("face_cons", "FaceCons", "{:.4f}"),
-                 ("flow_epe", "FlowEPE", "{:.3f}"), ("seconds_per_clip", "s/clip", "{:.3f}"))
+                 ("flow_score", "FlowScore", "{:.3f}"), ("seconds_per_clip", "s/clip", "{:.3f}"),
+                 ("psnr_y", "PSNR-Y", "{:.2f}"), ("ssim_y", "SSIM-Y", "{:.4f}"),
+                 ("face_cons_mean", "FConsMean", "{:.4f}"), ("flow_epe", "FlowEPE", "{:.3f}"))
 
 
 # --- pairing -----------------------------------------------------------------------
@@ -265,9 +268,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="torchvision alexnet/vgg16 weights, when --lpips holds only the linear layers")
     p.add_argument("--fvd", default=None, help="I3D TorchScript file (e.g. i3d_torchscript.pt) for FVD")
     p.add_argument("--raft", default=None, help="RAFT TorchScript file for the flow score (default: OpenCV DIS)")
-    p.add_argument("--color", choices=("y", "rgb"), default=None, help="PSNR/SSIM planes (default y)")
+    p.add_argument("--color", choices=("y", "rgb"), default=None,
+                   help="PSNR/SSIM planes (default rgb; luma is always also in psnr_y/ssim_y)")
     p.add_argument("--face-stride", type=int, default=None,
-                   help="face metrics on every k-th frame (default 1; 0 turns them off)")
+                   help="face metrics on every k-th frame (1 = all; 0 turns them off; default: "
+                        "sampled as curation does, ~2 per second plus the first and last)")
     p.add_argument("--workers", type=int, default=1, help="parallel Ray actors (default 1: in-process)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of the table")
     add_ray_args(p)

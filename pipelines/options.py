@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _int_at_least(low: int, what: str):
@@ -30,3 +31,36 @@ def add_ray_args(parser: argparse.ArgumentParser) -> None:
                        help="CPUs for the local Ray cluster (default: all)")
     group.add_argument("--verbose", action="store_true",
                        help="show Ray's own messages on the console too")
+
+
+def print_next(commands: list[str]) -> None:
+    """The commands that usually come next, printed last so they are what the user sees."""
+    print("next:", file=sys.stderr)
+    for c in commands:
+        print(f"  {c}", file=sys.stderr)
+
+
+def add_config_args(parser: argparse.ArgumentParser, what: str = "config") -> None:
+    """--set and --print-config, the same on every command that takes a config."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override one {what} value, e.g. --set a.b=0.5 (repeatable; "
+                             "list items by index: steps.0.x=1)")
+    parser.add_argument("--print-config", action="store_true",
+                        help=f"print the resolved {what} (after --config and --set) as YAML "
+                             "and exit")
+
+
+def print_config(data: dict) -> None:
+    import yaml
+
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+def require(args: argparse.Namespace, command: str, *names: str) -> None:
+    """Options a command needs unless it only prints its config."""
+    missing = ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) in (None, [])]
+    if missing:
+        from stc.core.config import ConfigError
+
+        names = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+        raise ConfigError(f"{command} needs {names} (see {command} --help)")

@@ -8,7 +8,9 @@ away, so the cases a curator gets wrong are made here from their real frames:
   real frontal clips (PIL's bundled font, so no system font is needed), re-encoded with
   x264 at a web-like CRF. Expected: rejected as `text`.
 - textless look-alikes: the clip re-encoded untouched, mirrored, rolled by 10 degrees,
-  and with an empty lower-third band (a box the text detector likes). Expected: kept.
+  with an empty lower-third band, and with graphics PP-OCR's detector takes for text
+  lines (an audio visualiser, a segmented progress bar) that the recogniser cannot read.
+  Expected: kept.
 - profile views: talkshow_2, a real three-quarter view, mirrored (the nose is now on the
   other side of the face, alpha < 0.4 instead of > 2.5) and mirrored and rotated.
   Expected: rejected as `side_face`.
@@ -105,6 +107,36 @@ def lower_third_band(frames: np.ndarray, size: float = 0.08) -> np.ndarray:
     return out
 
 
+def equalizer(frames: np.ndarray, size: float = 0.04) -> np.ndarray:
+    """An audio visualiser (podcast style): a row of bars along the bottom, their heights
+    moving every frame. PP-OCR's detector takes the row for a text line."""
+    h, w = frames.shape[1:3]
+    n, base = 14, int(h * 0.95)
+    pitch = int(w * 0.8 / n)
+    out = frames.copy()
+    for t, f in enumerate(out):
+        for i in range(n):
+            bar = int(size * h * (0.35 + 0.65 * abs(np.sin(0.9 * i + 0.25 * t))))
+            x = int(w * 0.1) + i * pitch
+            cv2.rectangle(f, (x, base - bar), (x + int(pitch * 0.6), base), (240, 240, 240), -1)
+    return out
+
+
+def progress_bar(frames: np.ndarray, size: float = 0.035) -> np.ndarray:
+    """A segmented progress bar whose segments light up one by one over the clip."""
+    h, w = frames.shape[1:3]
+    n, y0 = 10, int(h * 0.9)
+    pitch = int(w * 0.75 / n)
+    out = frames.copy()
+    for t, f in enumerate(out):
+        lit = 1 + t * n // len(out)
+        for i in range(n):
+            x = int(w * 0.12) + i * pitch
+            color = (240, 240, 240) if i < lit else (110, 110, 110)
+            cv2.rectangle(f, (x, y0), (x + int(pitch * 0.7), y0 + int(size * h)), color, -1)
+    return out
+
+
 def mirror(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[:, :, ::-1])
 
@@ -161,6 +193,11 @@ CASES: tuple[Case, ...] = (
          "real frontal clip rolled 10 degrees in the image plane: a tilted head, not a profile"),
     Case("band_hdtf_2", "hdtf_2.mp4", lower_third_band, "kept", "kept",
          "real frontal clip with an empty lower-third plate: a text-like box with no text"),
+    Case("equalizer_hdtf_3", "hdtf_3.mp4", equalizer, "kept", "kept",
+         "real frontal clip with an animated audio visualiser: a line-shaped box the detector "
+         "takes for text, which reads as '----'"),
+    Case("progress_bar_hdtf_6", "hdtf_6.mp4", progress_bar, "kept", "kept",
+         "real frontal clip with a segmented progress bar: detector boxes with no readable text"),
     Case("profile_mirrored_talkshow_2", "talkshow_2.mp4", mirror, "rejected", "side_face",
          "real three-quarter view mirrored: turned the other way (alpha < 0.4 instead of > 2.5)", None),
     Case("profile_mirrored_rotated_talkshow_2", "talkshow_2.mp4",

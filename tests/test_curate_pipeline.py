@@ -67,7 +67,8 @@ def test_generated_and_broken_inputs_each_get_a_row(tmp_path, ray_session):
     assert len(df) == 6 == summary["inputs"]
     for name in ("empty", "text_file", "truncated", "gone"):
         key = {"text_file": "notes"}.get(name, name)
-        assert rows[key]["status"] == "error" and rows[key]["reason"] == "unreadable", key
+        reason = "truncated" if name == "truncated" else "unreadable"
+        assert rows[key]["status"] == "error" and rows[key]["reason"] == reason, key
         assert rows[key]["source_path"] in rows[key]["message"]
     assert rows["faceless"]["status"] == "rejected" and rows["faceless"]["reason"] == "no_face"
     assert rows["faceless"]["face_frame_fraction"] == 0.0 and rows["faceless"]["num_frames"] == 30
@@ -124,7 +125,8 @@ def test_real_side_face_and_drawn_text_are_rejected(real_run):
     assert text["status"] == "rejected" and text["reason"] == "text", text["message"]
     assert text["has_text"] and text["text_score"] >= 0.6 and text["text_boxes"] >= 1
     assert rows["faceless"]["reason"] == "no_face"
-    assert {rows[k]["reason"] for k in ("empty", "notes", "truncated")} == {"unreadable"}
+    assert {rows[k]["reason"] for k in ("empty", "notes")} == {"unreadable"}
+    assert rows["truncated"]["reason"] == "truncated"
     assert not (real_run["out"] / "clips" / f"{side['clip_id']}.mp4").exists()
 
 

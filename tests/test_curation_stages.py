@@ -71,6 +71,21 @@ def test_clip_decision_uses_the_fraction_of_side_frames():
     assert summarise([], cfg).side_fraction is None
 
 
+def test_a_tilted_head_is_not_a_turned_one():
+    # Frontal landmarks (alpha 1, nose tip below the eyes) rolled 25 degrees in the image.
+    p = np.zeros((68, 2))
+    p[36], p[45], p[30] = (80.0, 100.0), (120.0, 100.0), (100.0, 124.0)
+    t = math.radians(25)
+    rolled = (p - 100) @ np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]]) + 100
+    image_x = SideFaceConfig(axis="image_x")
+    assert summarise([p], image_x).side_fraction == 0.0
+    assert summarise([rolled], image_x).side_fraction == 1.0          # the paper's x reads a turn
+    assert summarise([rolled], SideFaceConfig()).ratio_median == pytest.approx(1.0)
+    # A real turn still reads as one along the eye line: the nose near one eye corner.
+    p[30, 0] = 86.0
+    assert summarise([p], SideFaceConfig()).side_fraction == 1.0
+
+
 def test_side_face_evidence_keeps_every_frame_alpha_and_landmarks():
     pts = [_points(a) for a in (1.0, 0.3)] + [_points(1.0)]
     pts[2][30, 0] = pts[2][45, 0]       # nose on the eye corner: alpha is infinite

@@ -84,7 +84,7 @@ def test_curate_to_enhance_and_eval(workdir: Path, ray_session, capsys):
     # enhance the curated clips with the final model, then evaluate against them
     gt = w / "cur" / "clips"
     assert stc(["enhance", str(gt), "-o", str(w / "pred"), "--checkpoint", str(run2),
-                "--workers", "1"]) == 0
+                "--aligned", "--workers", "1"]) == 0
     stats = json.loads((w / "pred" / "enhance_stats.json").read_text())
     assert stats["seconds_per_clip"] > 0
     preds = sorted((w / "pred").glob("*.mp4"))

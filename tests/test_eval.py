@@ -71,7 +71,7 @@ def test_identical_pred_is_perfect(rows):
     assert r["ids"] == pytest.approx(1.0, abs=1e-6)
     assert r["flow_epe"] == 0.0
     assert r["face_cons"] == pytest.approx(r["face_cons_gt"]) and 0.95 < r["face_cons"] <= 1.0
-    assert r["flow_method"] == "dis" and r["color"] == "y"
+    assert r["flow_method"] == "dis" and r["color"] == "rgb"   # the paper's default planes
 
 
 def test_blur_lowers_fidelity_and_moves_landmarks(rows):

@@ -1,20 +1,27 @@
-"""Face metrics on dlib: AKD, IDS and Face-Cons.
+"""Face metrics on dlib: AKD, IDS and Face-Cons (paper Sec. 4.1, "following KEEP [12]").
 
 Per evaluated frame the face is detected on the GT frame only and that box is used for
 both frames, so AKD measures how far the restored landmarks moved, not detector jitter,
 and a pred with a destroyed face still gets landmarks (badly placed ones) instead of
 silently dropping out. Frames whose GT has no face are skipped (`face_frames` counts the
-rest).
+rest). Every image handed to dlib is a C-contiguous array that owns its memory: dlib's
+typed bindings (compute_face_descriptor) refuse views such as the row-padded frames a
+390-pixel-wide video decodes to.
 
-- AKD: mean Euclidean distance, in GT pixels, between dlib's 68 landmarks on pred and on
-  GT, averaged over the points and then the frames.
-- IDS: cosine similarity of dlib's 128-d face embeddings
+- AKD [paper]: mean Euclidean distance, in GT pixels, between dlib's 68 landmarks on pred
+  and on GT, averaged over the points and then the frames.
+- IDS [paper]: cosine similarity of dlib's 128-d face embeddings
   (dlib_face_recognition_resnet_model_v1) of pred and GT, each aligned with its own
-  landmarks, averaged over frames. 1 = same embedding; dlib calls two faces the same
-  person below a Euclidean distance of 0.6, about cosine 0.8 for these near-unit vectors.
-- Face-Cons: temporal identity consistency of pred alone: mean over frames of the cosine
-  similarity of each frame's embedding to the clip's mean embedding (1 = identity never
-  drifts). `face_cons_gt` is the same for GT, the level a perfect restoration reaches.
+  landmarks, averaged over frames.
+- Face-Cons [paper Sec. 4.1]: "the average cosine similarity between the embedding of the
+  first frame emb(x_1) and subsequent frame embeddings {emb(x_t)}, t = 2..T", on the
+  restored video alone. x_1 is the first evaluated frame with a face (frame 0 unless its GT
+  has none). `face_cons_gt` is the same on GT, the level a perfect restoration reaches.
+- `face_cons_mean` [stc, extra]: stc's earlier variant, the mean cosine of every frame's
+  embedding to the clip's mean embedding; it forgives a drifting first frame.
+
+The identity network is dlib's: the paper does not name the one it used (KEEP uses ArcFace),
+so absolute values are comparable only between runs of stc.
 """
 
 from __future__ import annotations
@@ -33,8 +40,24 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
+def dlib_image(rgb: np.ndarray) -> np.ndarray:
+    """`rgb` as a C-contiguous uint8 array owning its memory (what dlib's bindings accept),
+    copied only when it is not one already."""
+    if rgb.dtype == np.uint8 and rgb.flags.c_contiguous and rgb.flags.owndata:
+        return rgb
+    return np.array(rgb, dtype=np.uint8, order="C", copy=True)
+
+
+def first_frame_consistency(embeddings: list[np.ndarray]) -> float | None:
+    """Face-Cons: mean over t = 2..T of cos(emb(x_1), emb(x_t)) (paper Sec. 4.1)."""
+    if len(embeddings) < 2:
+        return None
+    return float(np.mean([cosine(embeddings[0], e) for e in embeddings[1:]]))
+
+
 def consistency(embeddings: list[np.ndarray]) -> float | None:
-    """Mean cosine similarity of each embedding to the normalised mean embedding."""
+    """Mean cosine similarity of each embedding to the normalised mean embedding (stc's
+    earlier Face-Cons, kept as `face_cons_mean`)."""
     if len(embeddings) < 2:
         return None
     e = np.stack(embeddings)
@@ -58,8 +81,9 @@ class FaceScores:
         return {
             "akd": float(np.mean(self.akd)) if self.akd else None,
             "ids": float(np.mean(self.ids)) if self.ids else None,
-            "face_cons": consistency(self.pred_emb),
-            "face_cons_gt": consistency(self.gt_emb),
+            "face_cons": first_frame_consistency(self.pred_emb),
+            "face_cons_gt": first_frame_consistency(self.gt_emb),
+            "face_cons_mean": consistency(self.pred_emb),
             "face_frames": len(self.akd),
         }
 
@@ -79,7 +103,7 @@ class FaceMetrics:
     def gt_box(self, gt: np.ndarray) -> Box | None:
         """The largest face of the GT frame, in its own pixels (detection runs downscaled)."""
         small, s = downscale(gt, self.cfg.detect_max_side)
-        boxes = self.detector.detect(small)
+        boxes = self.detector.detect(dlib_image(small))
         return boxes[0].scaled(1.0 / s) if boxes else None
 
     def embed(self, rgb: np.ndarray, box: Box, points: np.ndarray) -> np.ndarray:
@@ -91,6 +115,7 @@ class FaceMetrics:
     def add(self, scores: FaceScores, pred: np.ndarray, gt: np.ndarray) -> None:
         """Measure one frame pair (RGB uint8, same size) into `scores`."""
         scores.frames += 1
+        pred, gt = dlib_image(pred), dlib_image(gt)
         box = self.gt_box(gt)
         if box is None:
             scores.no_face += 1

@@ -1,15 +1,19 @@
-"""Temporal flow score: how far pred's motion strays from GT's motion.
+"""Temporal flow metrics.
 
-`flow_epe` = mean over adjacent frame pairs (t, t+1) and pixels of the end-point error
-|| F_pred(t->t+1) - F_gt(t->t+1) ||_2, in GT pixels, where F is the optical flow of each
-video computed on its own frames. An identical pred gives exactly 0; flicker, jitter or
-frames out of order give motion GT does not have. (A warping error would not be 0 for a
-perfect pred: it also counts flow failures and occlusions of GT itself.)
+- `flow_score` [paper Sec. 4.1, EvalCrafter's "Average Flow"]: the mean optical-flow
+  magnitude of the restored video alone, no GT: mean over adjacent frame pairs (t, t+1) and
+  pixels of ||F_pred(t->t+1)||_2, in pixels of the compared frames. Lower = steadier video
+  (the paper's Flow-Score, lower is better). `flow_score_gt` is the same on GT: the motion the
+  content really has, which a restoration need not go below.
+- `flow_epe` [stc, extra]: stc's earlier score, the end-point error between pred's and GT's
+  flow, mean over pairs and pixels of ||F_pred(t->t+1) - F_gt(t->t+1)||_2; 0 for a perfect
+  pred, large for flicker, jitter or frames out of order.
 
-Flow comes from OpenCV's DIS (preset MEDIUM, on luma, at most `max_side` pixels) by
-default. RAFT runs only from a user-given TorchScript file: this build has no RAFT code
-(torchvision, which ships it, is not available), so a plain state dict is refused with
-an explanation rather than silently replaced by DIS.
+The paper computes flow with RAFT [42]. RAFT runs here only from a user-given TorchScript
+file: this build has no RAFT code (torchvision, which ships it, is not available), so a plain
+state dict is refused with an explanation. Without one, flow comes from OpenCV's DIS
+(preset MEDIUM, on luma, at most `max_side` pixels); the row's `flow_method` says which, and
+the two give different absolute numbers.
 """
 
 from __future__ import annotations
@@ -72,6 +76,11 @@ class TorchScriptFlow:
 
 def make_flow(raft: str | None, max_side: int = 512):
     return TorchScriptFlow(raft) if raft else DISFlow(max_side)
+
+
+def magnitude(flow: np.ndarray) -> float:
+    """Mean flow magnitude ||F||_2 over the pixels of one flow field [H, W, 2]."""
+    return float(np.linalg.norm(flow, axis=-1).mean())
 
 
 def endpoint_error(f_pred: np.ndarray, f_gt: np.ndarray) -> float:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from stc.core.config import ConfigError, load_config
+from stc.core.config import ConfigError, at_least, checks, fraction, in_range, load_config, positive
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -200,3 +200,21 @@ class Stage1Config:
 def load_stage1_config(name_or_file: str | Path | None = None) -> Stage1Config:
     """A built-in config by name (`stage1`, `stage1-tiny`), a YAML file, or the defaults."""
     return load_config(Stage1Config, name_or_file, CONFIG_DIR, kind="stage1")
+
+
+# Ranges checked whenever a Stage I config is loaded (stc.core.config.checks): a zero size or
+# a negative learning rate is a load-time error naming the key, not a crash hours in.
+checks(ModelConfig, at_least(1, "in_channels", "base_channels", "channel_mult", "num_res_blocks",
+                             "latent_dim", "norm_groups", "codebook_size_s", "codebook_size_t"),
+       at_least(0, "beta", "attn_levels"))
+checks(DataConfig, at_least(1, "num_frames", "size", "val_windows"), fraction("val_fraction"),
+       at_least(0, "num_workers"))
+checks(LossConfig, at_least(0, "l1", "perceptual", "adversarial", "disc_start", "code", "mpr"),
+       positive("adv_weight_max"))
+checks(PerceptualConfig, at_least(0, "layers"), at_least(1, "max_frames"))
+checks(DiscriminatorConfig, at_least(14, "image_size"), at_least(0, "layers"),
+       at_least(1, "head_channels", "max_frames"), positive("lr"))
+checks(OptimConfig, positive("lr", "grad_clip"), in_range(0, 1, "betas", open_high=True),
+       at_least(0, "weight_decay"))
+checks(TrainConfig, at_least(1, "max_steps", "batch_size", "log_every", "val_every", "ckpt_every",
+                             "keep_checkpoints"), fraction("ema_decay"))

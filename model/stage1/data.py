@@ -11,6 +11,7 @@ with a single clip, its last window is held out and training windows end before 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import warnings
@@ -22,10 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from stc.core import storage
 from stc.core.tensors import to_tensor
 from stc.core.video import probe, read_frames, resize_frames
 from stc.manifests.clips import CLIP_SCHEMA
-from stc.manifests.io import locate_manifest, read_manifest
+from stc.core.fs import OutsideRoot
+from stc.manifests.io import ManifestPaths, locate_manifest, read_manifest
 from stc.manifests.schema import ManifestError
 
 
@@ -43,31 +46,49 @@ class Split:
     val: list[tuple[Clip, int]]          # (clip, start frame)
 
 
-def manifest_location(manifest: str | Path) -> tuple[Path, Path]:
-    """(manifest folder, clips root) from `DIR` or `DIR/manifest.parquet`."""
+def manifest_location(manifest: str | Path) -> tuple[storage.Location, storage.Location]:
+    """(manifest folder, clips root) from `DIR` or `DIR/manifest.parquet` (or a URL)."""
 
     p = locate_manifest(manifest)
-    return p, p.parent
+    return p, storage.parent(p)
 
 
-def load_clips(manifest: str | Path, min_frames: int = 1) -> list[Clip]:
-    """Kept clips of a curated manifest with at least `min_frames` frames, sorted by id."""
+@functools.lru_cache(maxsize=None)
+def local_clip(path: str) -> str:
+    """A clip as a local file for the decoders: the path itself, or for a URL (s3://...) a
+    copy in the node's object cache (`core.storage.cached_input`), fetched on first use."""
+    return str(storage.cached_input(path)) if storage.is_url(path) else path
+
+
+def load_clips(manifest: str | Path, min_frames: int = 1,
+               allow_outside: bool = False) -> list[Clip]:
+    """Kept clips of a curated manifest with at least `min_frames` frames, sorted by id.
+
+    Clip paths leading outside the manifest's folder are refused (ManifestError) unless
+    `allow_outside`: training on a manifest from elsewhere must not read other files."""
 
     path, root = manifest_location(manifest)
     df = read_manifest(path, CLIP_SCHEMA)
     df = df[df["status"] == "kept"]
-    clips, short = [], []
+    paths = ManifestPaths(path, root, allow_outside)
+    clips, short, refused = [], [], []
     for row in df.itertuples(index=False):
-        clip_path = root / row.clip_path
+        try:
+            clip_path = paths(row.clip_path)
+        except OutsideRoot as exc:
+            refused.append(str(exc))
+            continue
         n = row.clip_num_frames
         if n is None or (isinstance(n, float) and math.isnan(n)) or n <= 0:
-            n = probe(clip_path).num_frames
+            n = probe(local_clip(str(clip_path))).num_frames
         if n < min_frames:
             short.append(row.clip_id)
             continue
         fps = row.clip_fps
         fps = float(fps) if fps is not None and fps == fps and fps > 0 else 25.0
         clips.append(Clip(row.clip_id, str(clip_path), int(n), fps))
+    if refused:
+        raise ManifestError(f"{len(refused)} kept clip(s) refused: {refused[0]}")
     if short:
         warnings.warn(f"{len(short)} kept clip(s) shorter than {min_frames} frames skipped "
                       f"(e.g. {short[0]})", stacklevel=2)
@@ -113,7 +134,7 @@ def split_clips(clips: list[Clip], num_frames: int, val_fraction: float,
 def load_window(path: str, start: int, num_frames: int, size: int) -> torch.Tensor:
     """Frames [start, start + num_frames) as float [3, T, size, size] in [-1, 1]."""
 
-    frames = read_frames(path, start, num_frames)
+    frames = read_frames(local_clip(path), start, num_frames)
     if len(frames) < num_frames:
         raise ManifestError(f"{path}: only {len(frames)} frames from {start}, "
                             f"wanted {num_frames}")

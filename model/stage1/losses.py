@@ -1,7 +1,10 @@
-"""Stage I objective pieces (paper Eq. 7) and the VQGAN adaptive adversarial weight.
+"""Stage I objective pieces (paper Sec. 3.2, L_I below Eq. 7) and the VQGAN adaptive
+adversarial weight.
 
-L_I = l1 * L1 + perceptual * L_per + adversarial * lambda * L_adv + code * L_code
-      + mpr * L_MPR,
+L_I = l1 * L1 + perceptual * L_per + adversarial * lambda * L_adv + code * L_f (Eq. 7, on
+      the fused code) + mpr * (L_KL^S + L_KL^T) (Eq. 6),
+where the paper writes weight 1 for every term but lambda_adv (whose value it does not give);
+the weights' sources are in `model/stage1/config.py` (LossConfig),
 with lambda = ||grad_{G_L} L_rec|| / (||grad_{G_L} L_adv|| + 1e-4) at the decoder's last layer
 G_L (Esser et al., 2021), clamped to [0, adv_weight_max] and detached.
 """

@@ -61,7 +61,8 @@ class Stage1Trainer(TrainLoop):
     def __init__(self, cfg: Stage1Config, manifest: str | Path, run_dir: str | Path,
                  max_steps: int | None = None, device: str | torch.device | None = None,
                  rank: int = 0, world: int = 1, log: Callable[[str], None] | None = None,
-                 report: Callable[[dict[str, float]], None] | None = None):
+                 report: Callable[[dict[str, float]], None] | None = None,
+                 allow_outside: bool = False):
         if max_steps is not None:
             cfg = copy.deepcopy(cfg)
             cfg.train.max_steps = max_steps
@@ -69,6 +70,7 @@ class Stage1Trainer(TrainLoop):
         super().__init__(cfg, run_dir, rank, world, log, report)
         check_run_config(self.run_dir, cfg, NOT_EXPERIMENT)
         self.manifest = manifest
+        self.allow_outside = allow_outside      # clips outside the manifest's folder
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._build()
 
@@ -94,7 +96,7 @@ class Stage1Trainer(TrainLoop):
             self.opt_d = torch.optim.Adam(self.disc.heads.parameters(), lr=d.lr, betas=o.betas)
 
         T = cfg.data.num_frames
-        clips = load_clips(self.manifest, min_frames=T)
+        clips = load_clips(self.manifest, min_frames=T, allow_outside=self.allow_outside)
         self.split = split_clips(clips, T, cfg.data.val_fraction, cfg.data.val_windows)
         self.dataset = WindowDataset(self.split.train, T, cfg.data.size, cfg.data.hflip,
                                      seed=cfg.train.seed)
@@ -257,15 +259,17 @@ def _ray_worker_loop(config: dict[str, Any]) -> None:
     cfg = from_dict(Stage1Config, config["cfg"])
     Stage1Trainer(cfg, config["manifest"], config["run_dir"], max_steps=config["max_steps"],
                   device=ctx["device"], rank=ctx["rank"], world=ctx["world"],
-                  report=ctx["report"]).run()
+                  report=ctx["report"], log=ctx["log"],
+                  allow_outside=config.get("allow_outside", False)).run()
 
 
 def train_stage1_ray(cfg: Stage1Config, manifest: str | Path, run_dir: str | Path,
                      workers: int = 1, gpu: bool = False, max_steps: int | None = None,
                      cpus_per_worker: int | None = None, address: str | None = None,
-                     num_cpus: int | None = None) -> dict[str, Any]:
+                     num_cpus: int | None = None, allow_outside: bool = False) -> dict[str, Any]:
     """Run Stage I with `workers` Ray Train workers; returns the last logged metrics."""
     config = {"cfg": to_dict(cfg), "manifest": str(Path(manifest).resolve()),
-              "run_dir": str(Path(run_dir).resolve()), "max_steps": max_steps}
+              "run_dir": str(Path(run_dir).resolve()), "max_steps": max_steps,
+              "allow_outside": allow_outside}
     return fit(_ray_worker_loop, config, run_dir, "stage1", workers, gpu, cpus_per_worker,
                address, num_cpus)

@@ -3,8 +3,9 @@
 Each resolution level is residual blocks (optionally followed by convolutional
 self-attention) and one down/up-sampling block. Sampling layers are spatial-only
 (1 x 2 x 2) or spatial-temporal (2 x 2 x 2), chosen per step by
-`ModelConfig.temporal_down`; the paper layout (4 levels, the first step temporal) gives
-H/h = W/w = 8 and T/t = 2. Tensors are video-major: [B, C, T, H, W].
+`ModelConfig.temporal_down`. The paper fixes the factors H/h = W/w = 8 and T/t = 2
+(Sec. 3.3); 4 levels with the first step temporal is how the authors' code reaches them
+(and stc's default). Tensors are video-major: [B, C, T, H, W].
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _mid(ch: int, groups: int) -> list[nn.Module]:
 
 
 class Encoder3D(nn.Module):
-    """E_h: video [B, 3, T, H, W] -> latents z [B, D, T/2, H/8, W/8] (paper layout)."""
+    """E_h: video [B, 3, T, H, W] -> latents z [B, D, T/2, H/8, W/8] (default layout)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

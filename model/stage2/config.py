@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from stc.core.config import load_config
+from stc.core.config import Rule, at_least, checks, fraction, in_range, load_config, positive
 from stc.model.stage1.config import ModelConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -131,3 +131,16 @@ class Stage2Config:
 def load_stage2_config(name_or_file: str | Path | None = None) -> Stage2Config:
     """A built-in config by name (`stage2`, `stage2-tiny`), a YAML file, or the defaults."""
     return load_config(Stage2Config, name_or_file, CONFIG_DIR, kind="stage2")
+
+
+# Ranges checked whenever a Stage II config is loaded (stc.core.config.checks).
+checks(TransformerConfig, at_least(1, "layers", "width", "heads"), positive("mlp_ratio"),
+       in_range(0, 1, "dropout", open_high=True),
+       Rule(("width", "heads"), lambda w, h: w % h == 0, "divisible by"))
+checks(Stage2LossConfig, at_least(0, "feature", "ce"))
+checks(Stage2DataConfig, at_least(1, "num_frames", "size", "val_pairs"), fraction("val_fraction"),
+       at_least(0, "num_workers"))
+checks(Stage2OptimConfig, positive("lr", "grad_clip"), in_range(0, 1, "betas", open_high=True),
+       at_least(0, "weight_decay"))
+checks(Stage2TrainConfig, at_least(1, "max_steps", "log_every", "val_every", "ckpt_every",
+                                   "keep_checkpoints"), fraction("ema_decay"))

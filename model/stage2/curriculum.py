@@ -31,7 +31,7 @@ from stc.core.config import ConfigError, load_config, save_config, to_dict
 from stc.degrade.recipe import load_recipe
 from stc.degrade.windows import WindowOptions
 from stc.manifests.clips import CLIP_SCHEMA
-from stc.manifests.io import locate_manifest, read_table, write_table
+from stc.manifests.io import locate_manifest, read_table, with_source_roots, write_table
 from stc.model.stage1.vqgan3d import load_stage1
 from stc.model.stage2.data import OnlineSource, check_online, online_clips, val_windows_per_clip
 from stc.model.stage2.runs import (
@@ -83,7 +83,8 @@ def _check_run(run2: Path, cur: Curriculum, stage1: Path, config) -> None:
 def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
                    manifest: str | Path | None = None, max_steps: int | None = None,
                    device: str | None = None, make_pairs: MakePairs | None = None,
-                   log: Callable[[str], None] = print) -> list[dict[str, float]]:
+                   log: Callable[[str], None] = print,
+                   allow_outside: bool = False) -> list[dict[str, float]]:
     """Train every step of `cur` in turn (skipping finished ones); returns each step's last
     metrics. `max_steps` caps every step's iterations (for trials); `manifest` is the curated
     manifest the recipe steps degrade (default: the one Stage I was trained on), through
@@ -113,9 +114,10 @@ def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
         if step.pairs:
             pairs = Path(step.pairs)
         elif step.online:
-            pairs = _make_pairs(step, cur, run2, _val_manifest(run2, manifest, config), config,
-                                make_pairs, log, per_clip=True)
-            online = OnlineSource(Path(manifest), step.recipe, cur.degrade_seed, stream=i)
+            pairs = _make_pairs(step, cur, run2, _val_manifest(run2, manifest, config, allow_outside),
+                                config, make_pairs, log, per_clip=True)
+            online = OnlineSource(Path(manifest), step.recipe, cur.degrade_seed, stream=i,
+                                  allow_outside=allow_outside)
         else:
             pairs = _make_pairs(step, cur, run2, Path(manifest), config, make_pairs, log)
         recipe = _recipe_name(step)
@@ -139,11 +141,11 @@ def _recipe_name(step: CurriculumStep) -> str | None:
 VAL_MANIFEST = "val_clips.parquet"
 
 
-def _val_manifest(run2: Path, manifest: str | Path, config) -> Path:
+def _val_manifest(run2: Path, manifest: str | Path, config, allow_outside: bool = False) -> Path:
     """RUN2/val_clips.parquet: the rows of the curated manifest's held-out clips (those the
     on-the-fly steps never draw), with absolute clip paths, for `stc degrade`."""
     d = config.data
-    _, val = online_clips(manifest, d.num_frames, d.val_fraction)
+    _, val = online_clips(manifest, d.num_frames, d.val_fraction, allow_outside)
     path = locate_manifest(manifest)
     table = read_table(path, CLIP_SCHEMA)
     table = table.filter(pc.is_in(table.column("clip_id"),
@@ -153,7 +155,8 @@ def _val_manifest(run2: Path, manifest: str | Path, config) -> Path:
     table = table.set_column(table.schema.get_field_index("clip_path"), "clip_path",
                              pa.array(paths, pa.string()))
     out = run2 / VAL_MANIFEST
-    write_table(table, out)
+    # The clips stay in the curated folder: recorded, so `stc degrade` may read them there.
+    write_table(with_source_roots(table, [root.resolve()]), out)
     return out
 
 

@@ -47,6 +47,7 @@ class OnlineSource:
     recipe: str             # built-in recipe name or YAML file
     degrade_seed: int = 0   # seeds the degradation draws (Curriculum.degrade_seed)
     stream: int = 0         # the curriculum step's position: its windows differ from others'
+    allow_outside: bool = False   # clips the manifest names outside its folder are read too
 
 
 def split_ids(ids: list[str], fraction: float) -> tuple[set[str], set[str]]:
@@ -117,9 +118,10 @@ class OnlinePairs(Dataset):
         return to_tensor(lq), to_tensor(hq)
 
 
-def online_clips(manifest: str | Path, num_frames: int, val_fraction: float) -> tuple[list[Clip], list[Clip]]:
+def online_clips(manifest: str | Path, num_frames: int, val_fraction: float,
+                 allow_outside: bool = False) -> tuple[list[Clip], list[Clip]]:
     """(training clips, held-out clips) of a curated manifest, split by clip-id hash."""
-    clips = load_clips(manifest, min_frames=num_frames)
+    clips = load_clips(manifest, min_frames=num_frames, allow_outside=allow_outside)
     train_ids, val_ids = split_ids([c.clip_id for c in clips], val_fraction)
     return ([c for c in clips if c.clip_id in train_ids], [c for c in clips if c.clip_id in val_ids])
 
@@ -127,7 +129,7 @@ def online_clips(manifest: str | Path, num_frames: int, val_fraction: float) -> 
 def online_dataset(src: OnlineSource, num_frames: int, size: int, seed: int,
                    val_fraction: float) -> tuple[OnlinePairs, set[str]]:
     """The training dataset of an online step and the ids of the clips held out from it."""
-    train, val = online_clips(src.manifest, num_frames, val_fraction)
+    train, val = online_clips(src.manifest, num_frames, val_fraction, src.allow_outside)
     ds = OnlinePairs(train, load_recipe(src.recipe), num_frames, size, seed=seed,
                      degrade_seed=src.degrade_seed, stream=src.stream)
     return ds, {c.clip_id for c in val}

@@ -7,7 +7,8 @@ frozen Stage I 3D-VQGAN.
     restored = D_h(C_S[argmax logits_S] + C_T[argmax logits_T])
 
 Training targets come from the frozen Stage I on the HQ clip: its code indices (CE_S, CE_T)
-and its fused quantised latents (L'_f = ||z_l - sg(z_q)||^2). The frozen model lives inside
+and its fused quantised latents z_q = z_qS + z_qT (L'_f = ||z_l - sg(z_q)||^2, Eq. 8), the
+code Stage I's Eq. 7 keeps close to E_h's latents. The frozen model lives inside
 this module so a Stage II checkpoint restores on its own.
 """
 

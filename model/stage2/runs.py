@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from stc.core import storage
 from stc.core.config import ConfigError, load_config
 from stc.model.stage2.config import Stage2Config
 from stc.model.training.checkpoint import latest_checkpoint
@@ -105,13 +106,14 @@ def record_manifest(stage1_run: str | Path, manifest: str | Path) -> None:
     """Note in a Stage I run folder which curated manifest it trains on."""
     run = Path(stage1_run)
     run.mkdir(parents=True, exist_ok=True)
-    (run / MANIFEST_FILE).write_text(str(Path(manifest).expanduser().resolve()) + "\n")
+    where = storage.location(manifest)      # a URL (s3://...) is kept as given
+    (run / MANIFEST_FILE).write_text(f"{where.resolve() if isinstance(where, Path) else where}\n")
 
 
 def stage1_manifest(stage1: Path) -> Path:
     for candidate in (stage1 / MANIFEST_FILE, stage1.parent.parent / MANIFEST_FILE):
         if candidate.exists():
-            return Path(candidate.read_text().strip())
+            return storage.location(candidate.read_text().strip())
     raise ConfigError(f"{stage1} does not record its curated manifest ({MANIFEST_FILE}); pass "
                       "--manifest DIR/manifest.parquet (the clips the recipe steps degrade)")
 

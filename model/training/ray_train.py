@@ -11,21 +11,37 @@ declares its worker loop next to its trainer (`stage1.trainer.train_stage1_ray`)
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from stc.core.runtime import init_ray
 
 
+# Worker output reaches the driver mixed with Ray's own; the driver (`stc train --workers`)
+# shows only the lines that carry this mark, and logs the rest to RUN/stc.log.
+CONSOLE_MARK = "stc| "
+
+
 def worker_context() -> dict[str, Any]:
-    """rank, world size, torch device and metric reporter of the current Ray Train worker."""
+    """rank, world size, torch device, metric reporter and progress logger of the current
+    Ray Train worker (only rank 0's progress lines are marked for the console)."""
     import ray.train
     import ray.train.torch
 
     ctx = ray.train.get_context()
-    return {"rank": ctx.get_world_rank(), "world": ctx.get_world_size(),
+    rank = ctx.get_world_rank()
+    mark = CONSOLE_MARK if rank == 0 else f"[rank {rank}] "
+    return {"rank": rank, "world": ctx.get_world_size(),
             "device": ray.train.torch.get_device(),
-            "report": lambda metrics: ray.train.report(metrics)}
+            "report": lambda metrics: ray.train.report(metrics),
+            "log": lambda msg: _write_line(mark + msg)}
+
+
+def _write_line(text: str) -> None:
+    # Not print(): Ray Train patches print in workers to log each line a second time.
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def fit(loop_per_worker: Callable[[dict[str, Any]], None], loop_config: dict[str, Any],
