@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from stc.audit.stats import METRICS_BY_NAME, tail_rows
+from stc.core.extras import need
 from stc.core.fs import atomic_path
 from stc.core.video import VideoError, decode_sampled, probe
 
@@ -65,6 +66,8 @@ def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None,
                  cwd: str | Path | None = None):
     """Execute a notebook headless; returns the executed notebook, also written to
     `out_path` when given. Raises NotebookError on the first failing cell."""
+    need("nbclient", "notebooks", "running the audit notebooks")
+    need("ipykernel", "notebooks", "running the audit notebooks")
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError

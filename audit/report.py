@@ -294,6 +294,31 @@ def params_figure(pairs: Mapping[str, Any]):
     return fig
 
 
+def pairs_strip_figure(recipe: str, examples: list[Mapping[str, Any]]):
+    """A strip of example pairs of one recipe: LQ above GT (HQ), one column per pair (the
+    middle frame of each window), titled by clip and window."""
+    n = len(examples)
+    if not n:
+        return None
+    h, w = examples[0]["hq"].shape[:2]
+    cell = 2.4
+    fig = Figure(figsize=(cell * n + 0.6, cell * 2 * h / w + 0.9))
+    axes = fig.subplots(2, n, squeeze=False)
+    for j, e in enumerate(examples):
+        for i, (key, label) in enumerate((("lq", "LQ"), ("hq", "GT"))):
+            ax = axes[i][j]
+            ax.imshow(e[key], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, fontsize=11)
+        axes[0][j].set_title(f"{e['clip_id'][:18]}\nwindow {e['window']}", fontsize=8)
+    fig.suptitle(f"recipe {recipe}: example pairs (middle frame of each window)", x=0.01,
+                 ha="left", fontsize=12)
+    fig.subplots_adjust(left=0.04, right=0.99, top=0.84, bottom=0.02, wspace=0.04, hspace=0.04)
+    return fig
+
+
 def save_png(fig, path: str | Path) -> Path:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
@@ -402,6 +427,10 @@ def html_page(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
                               ", ".join(f"{r}: {n}" for r, n in pairs["recipes"].items())]]))
         if pairs["reasons"]:
             parts.append(_table(["reason", "pairs"], [[k, v] for k, v in pairs["reasons"].items()]))
+        strips = [k for k in images if k.startswith("pairs_strip_")]
+        if strips:
+            parts.append("<p>Example pairs of each recipe (LQ above GT):</p>")
+            parts += [_img(images[k], k[len("pairs_strip_"):]) for k in strips]
         if "params" in images:
             parts.append(_img(images["params"], "degradation parameters"))
         parts.append(_table(["parameter", "n", "min", "median", "max"],
@@ -416,8 +445,10 @@ def html_page(summary: Mapping[str, Any], images: Mapping[str, Path]) -> str:
             f"{html.escape(summary['name'])}</title><style>{_CSS}</style></head><body>{body}</body></html>")
 
 
-def write_report(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
-    """Write the figures, `report.html` and `summary.json` into `out`; returns the paths."""
+def write_report(summary: dict[str, Any], out: str | Path,
+                 examples: Mapping[str, list[Mapping[str, Any]]] | None = None) -> dict[str, Path]:
+    """Write the figures, `report.html` and `summary.json` into `out`; returns the paths.
+    `examples` (recipe -> `audit.pairs.example_pairs` entries) become one strip per recipe."""
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -441,6 +472,11 @@ def write_report(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
         fig = params_figure(summary["pairs"])
         if fig is not None:
             images["params"] = save_png(fig, out / "pairs_params.png")
+    for recipe, chosen in (examples or {}).items():
+        fig = pairs_strip_figure(recipe, chosen)
+        if fig is not None:
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in recipe)
+            images[f"pairs_strip_{recipe}"] = save_png(fig, out / f"pairs_{safe}.png")
     for group, label in REVIEW_GROUPS.items():
         fig = review_figure((summary.get("review") or {}).get(group) or [], f"{name}: review, {label}")
         if fig is not None:

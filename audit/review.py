@@ -54,8 +54,8 @@ def frames_to_show(entry: Mapping[str, Any], n: int = FRAMES) -> list[int]:
         return sorted({int(i) for i in text["frames"]})[:n]
     frames = [int(i) for i in (entry.get("side_face") or {}).get("frames") or []]
     if not frames:
-        total = int(entry.get("num_frames") or 0)
-        frames = list(range(total))
+        start = int(entry.get("start_frame") or 0)
+        frames = list(range(start, int(entry.get("end_frame") or entry.get("num_frames") or 0)))
     if not frames:
         return []
     picks = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
@@ -91,13 +91,14 @@ def load_view(entry: Mapping[str, Any], indices: list[int]) -> View:
     if clip and crop is not None and Path(clip).is_file():
         x0, y0, x1, y1 = crop
         size = probe(clip).width
-        frames = _decode(clip, indices)
+        start = int(entry.get("start_frame") or 0)
+        frames = {i + start: f for i, f in _decode(clip, [i - start for i in indices if i >= start]).items()}
         return frames, lambda p: (np.asarray(p, float) - (x0, y0)) * (size / (x1 - x0))
     raise FileNotFoundError(f"neither the source ({src}) nor a written clip is on disk")
 
 
 def _draw_text_boxes(ax, boxes: list[Mapping[str, Any]], place: Callable[[np.ndarray], np.ndarray],
-                     right: float) -> None:
+                     left: float, right: float) -> None:
     # Least telling first, so a text box is drawn on top of the grey candidates it beat.
     order = list(VERDICT_STYLE)[::-1]
     for b in sorted(boxes, key=lambda b: order.index(b["verdict"]) if b["verdict"] in order else 0):
@@ -106,14 +107,18 @@ def _draw_text_boxes(ax, boxes: list[Mapping[str, Any]], place: Callable[[np.nda
         ax.add_patch(Polygon(pts, closed=True, fill=False, ec=color, lw=lw, ls=ls))
         if b.get("rec") is None:
             continue
-        # Cut to what fits between the box and the tile's right edge (~5 px a character).
-        room = max(4, min(LABEL_CHARS, int((right - pts[:, 0].min()) / 5.2) - 5))
+        # Starting at the box's left edge, or ending at its right edge when that leaves
+        # more room inside the tile; cut to fit (~5 px a character at 6.5 pt).
+        x0, x1 = pts[:, 0].min(), pts[:, 0].max()
+        from_left = right - x0 >= x1 - left
+        room = max(4, min(LABEL_CHARS, int(((right - x0) if from_left else (x1 - left)) / 5.2) - 5))
         label = f"{_short(_printable(b['text']), room) or '∅'} {b['rec']:.2f}"
         # Above the box, or below it when the box touches the top of the tile.
         above = pts[:, 1].min() > 14
-        ax.text(pts[:, 0].min(), pts[:, 1].min() - 2 if above else pts[:, 1].max() + 2, label,
-                color=color, fontsize=6.5, va="bottom" if above else "top", ha="left", clip_on=True,
-                bbox={"fc": "black", "ec": "none", "alpha": 0.55, "pad": 0.6})
+        ax.text(x0 if from_left else x1, pts[:, 1].min() - 2 if above else pts[:, 1].max() + 2, label,
+                color=color, fontsize=6.5, va="bottom" if above else "top",
+                ha="left" if from_left else "right", clip_on=True,
+                bbox={"fc": "black", "ec": "none", "alpha": 0.75, "pad": 0.6})
 
 
 def _draw_landmarks(ax, pts6: list[float], alpha: float | None, side: bool,
@@ -158,7 +163,7 @@ def draw_row(ax, entry: Mapping[str, Any], frames: int = FRAMES, tile: int = TIL
         def place(p, x=x, s=s):
             return to_view(p) * s + (x, 0)
 
-        _draw_text_boxes(ax, [b for b in text.get("boxes") or [] if int(b["frame"]) == i], place, x + tw)
+        _draw_text_boxes(ax, [b for b in text.get("boxes") or [] if int(b["frame"]) == i], place, x, x + tw)
         if i in marks:
             k = marks[i]
             _draw_landmarks(ax, side["points"][k], side["alpha"][k], bool(side["side"][k]), place,
@@ -185,8 +190,8 @@ def _title(entry: Mapping[str, Any], chars: int) -> str:
                   chars)
     msg = entry.get("message") or ""
     src = entry.get("source_path") or ""
-    if src and msg.startswith(f"{src}: "):
-        msg = msg[len(src) + 2:]   # the path is in the header already, as the clip id
+    if src and msg.startswith(src):
+        msg = msg[len(src):].lstrip(": ")   # the clip id in the header names the source
     second = _short("   ".join(x for x in (", ".join(facts), _printable(msg)) if x), chars)
     return f"{head}\n{second}" if second else head
 
@@ -204,8 +209,8 @@ def review_figure(entries: list[Mapping[str, Any]], title: str, frames: int = FR
         y1 = 1 - (top + k * row_h + 0.42) / fig.get_figheight()
         ax = fig.add_axes((0.15 / fig.get_figwidth(), y1 - (tile / DPI) / fig.get_figheight(),
                            width / fig.get_figwidth(), (tile / DPI) / fig.get_figheight()))
-        # ~4.6 px per character of the 7.5 pt title
-        ax.set_title(_title(entry, int(width * DPI / 4.6)), fontsize=7.5, loc="left", pad=2)
+        # ~5.3 px per character of the 7.5 pt title
+        ax.set_title(_title(entry, int(width * DPI / 5.3)), fontsize=7.5, loc="left", pad=2)
         draw_row(ax, entry, frames, tile)
     handles = [Line2D([], [], color=c, lw=lw, ls=ls, label=lab) for c, lw, ls, lab in VERDICT_STYLE.values()]
     handles += [Line2D([], [], color="#40c4ff", marker="o", ls="-", ms=4, label="eye corners 36, 45"),

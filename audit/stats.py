@@ -317,6 +317,9 @@ def _review_entry(row: Mapping[str, Any], root: Path, why: list[str]) -> dict[st
         "source_path": _plain(row.get("source_path")),
         "clip_path": str(root / clip) if isinstance(clip, str) and clip else None,
         "clip_size": _plain(row.get("clip_size")), "crop": crop,
+        # source frame the written clip starts at: evidence frames are source frames
+        "start_frame": _plain(row.get("start_frame")) or 0,
+        "end_frame": _plain(row.get("end_frame")),
         "num_frames": _plain(row.get("num_frames")),
         "side_ratio_median": _plain(row.get("side_ratio_median")),
         "side_fraction": _plain(row.get("side_fraction")),

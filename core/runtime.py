@@ -45,18 +45,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's "accelerator env var" and metrics exporter warnings are for Ray developers.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    if not address:
+    loopback = not address or _is_loopback(address)
+    if loopback:
         # Ray 2.x turns `_node_ip_address="127.0.0.1"` back into the machine's public address
         # and its servers listen on every interface; only with "clusters off" (its Windows and
         # macOS default) does it take the loopback address and bind its servers to it. Set
         # before `import ray` for the processes it starts, and on the imported constant for
-        # a process that imported ray already.
+        # a process that imported ray already. The same holds for joining a cluster whose
+        # nodes were started on 127.0.0.1 (`--address 127.0.0.1:PORT`): Ray would rewrite
+        # that address to the public one, where such a cluster does not listen.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     if ray.is_initialized():
         return
-    if not address:
+    if loopback:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
@@ -82,6 +85,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.enable_operator_progress_bars = False
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def ray_cpus() -> int:

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from stc.core.fs import atomic_path
+from stc.core.fs import TEMP_PREFIX, atomic_path
 
 
 class VideoError(RuntimeError):
@@ -578,7 +578,8 @@ class FrameWriter:
                              "use even sizes")
         self.path, self.size = Path(path), (height, width)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.mp4")
+        # The temp prefix every writer uses: a killed run's leftover is cleaned by the next.
+        self.tmp = self.path.with_name(f"{TEMP_PREFIX}{self.path.stem}.{os.getpid()}.tmp.mp4")
         fps_q = Fraction(fps).limit_denominator(1001)
         cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps_q),

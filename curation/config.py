@@ -135,7 +135,10 @@ class MotionConfig:
 @dataclass
 class EncodeConfig:
     crf: float = 10               # near-lossless: these clips are the HQ ground truth
-    preset: str = "medium"
+    # veryfast: on the real clips at CRF 10, 2.8x the frames per CPU second of medium, 0.98x
+    # its size, PSNR against the crop 50.4 dB (medium 51.5; every clip >= 47.8 dB)
+    # (benchmarks/results/x264_presets.json); the write was ~74% of curation at medium.
+    preset: str = "veryfast"
     pix_fmt: str = "yuv420p"
     threads: int = 0              # 0: x264 decides
     # Frames between keyframes (0: x264's default, 250). Training reads short windows from

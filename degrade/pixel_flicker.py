@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stc.core.config import at_least, checks, in_range
+from stc.core.extras import need
 from stc.degrade.video import Video
 
 
@@ -76,16 +77,17 @@ def _diffusers():
     local folder or the local Hugging Face cache only (a hub id the cache lacks used to cost
     five retries, ~30 s, before its error)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from diffusers import StableDiffusionUpscalePipeline
-    except ImportError:
-        raise FileNotFoundError("the pixel-flicker recipe needs diffusers and transformers: "
-                                "pip install 'stc[pixel]'") from None
-    return StableDiffusionUpscalePipeline
+    # their import-time notes (e.g. torchvision missing, a slower image processor used) are
+    # not the user's business on every run
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    need("transformers", "pixel", "the pixel-flicker recipe")
+    return need("diffusers", "pixel", "the pixel-flicker recipe").StableDiffusionUpscalePipeline
 
 
-def check_model(model: str) -> None:
-    """Fail at once, before any worker starts, when `model` names no upscale pipeline here."""
+def check_model(model: str, key: str = "pixel_flicker.model") -> None:
+    """Fail at once, before any worker starts, when `model` names no upscale pipeline here;
+    `key` is where the recipe sets it, for the message."""
     pipeline_cls = _diffusers()
     try:
         with warnings.catch_warnings():    # hub deprecation notes, not the user's concern
@@ -95,9 +97,9 @@ def check_model(model: str) -> None:
         where = "a local folder without model_index.json" if Path(model).expanduser().is_dir() \
             else "not a local folder, and not in the local Hugging Face cache (stc never downloads)"
         raise FileNotFoundError(
-            f"pixel_flicker.model {model!r} is {where} ({type(exc).__name__}); point the recipe's "
-            "model at a folder saved with save_pretrained (e.g. a copy of "
-            "stabilityai/stable-diffusion-x4-upscaler): --set steps.N.pixel_flicker.model=DIR"
+            f"{key} {model!r} is {where} ({type(exc).__name__}); point it at a folder saved "
+            "with save_pretrained (e.g. a copy of stabilityai/stable-diffusion-x4-upscaler): "
+            f"--set {key}=DIR"
         ) from None
 
 

@@ -12,12 +12,13 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from stc.core.config import ConfigError
+from stc.core.extras import MissingExtra
 from stc.core.fs import DiskFull, OutputLocked, is_disk_full
 from stc.core.runtime import RayUnavailable, WorkersFailed
 from stc.manifests.schema import ManifestError
 
 # Wrong input or settings: the user fixes the command (exit 2).
-USAGE_ERRORS = (ConfigError, ManifestError, FileNotFoundError, OutputLocked)
+USAGE_ERRORS = (ConfigError, ManifestError, FileNotFoundError, OutputLocked, MissingExtra)
 # The run could not go on; finished work is kept and a rerun resumes (exit 1).
 RUN_ERRORS = (DiskFull, RayUnavailable, WorkersFailed)
 

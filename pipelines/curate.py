@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from stc.core import storage
-from stc.core.config import from_dict, to_dict
+from stc.core.config import from_dict, to_dict, with_sets
 from stc.core.names import CLIP_MANIFEST, CURATE_CONFIG, RUN_STATS
 from stc.core.runtime import RayOptions
 from stc.curation.clip import ClipCurator, shots_file, source_id_for
@@ -28,7 +28,14 @@ from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts, source_count
 from stc.manifests.io import finished_keys, read_manifest
 from stc.pipelines.driver import Pipeline, run_pipeline
 from stc.pipelines.inputs import gather_inputs
-from stc.pipelines.options import add_ray_args, non_negative_int, positive_int
+from stc.pipelines.options import (
+    add_config_args,
+    add_ray_args,
+    non_negative_int,
+    positive_int,
+    print_config,
+    print_next,
+)
 
 
 # --- Ray worker --------------------------------------------------------------------
@@ -96,11 +103,12 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
                address: str | None = None, num_cpus: int | None = None,
                workers: int | None = None, retry_errors: bool = False,
                allow_config_change: bool = False, progress: bool = True,
-               limit: int | None = None, verbose: bool = False) -> dict[str, Any]:
+               limit: int | None = None, verbose: bool = False,
+               sets: list[str] | None = None) -> dict[str, Any]:
     """Curate `inputs` into `out` (a folder or a URL); returns the run summary (also written
-    to run_stats.json)."""
+    to run_stats.json). `sets`: `a.b=value` overrides of the config."""
     out = storage.location(out)
-    cfg = CurateConfig.load(config)
+    cfg = with_sets(CurateConfig.load(config), sets)
     manifest_path = storage.join(out, CLIP_MANIFEST)
     items = [{"source_path": p, "source": s, "source_id": source_id_for(p)}
              for p, s in gather_inputs(inputs)]
@@ -178,7 +186,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-errors", action="store_true", help="process error rows again")
     p.add_argument("--allow-config-change", action="store_true",
                    help="continue an output folder made with another config")
-    p.add_argument("--print-config", action="store_true", help="print the full config and exit")
+    add_config_args(p)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     add_ray_args(p)
     p.set_defaults(func=_main)
@@ -186,20 +194,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(to_dict(CurateConfig.load(args.config)), sort_keys=False))
+        print_config(to_dict(with_sets(CurateConfig.load(args.config), args.set)))
         return 0
     if not args.inputs or not args.out:
         print("stc curate: error: give INPUT... and --out DIR", file=sys.stderr)
         return 2
     summary = run_curate(args.inputs, args.out, args.config, args.address, args.num_cpus,
                          args.workers, args.retry_errors, args.allow_config_change,
-                         limit=args.limit, verbose=args.verbose)
+                         limit=args.limit, verbose=args.verbose, sets=args.set)
     if args.json:
         print(json.dumps(summary, indent=2))
     if summary["all_failed"]:
         print(f"stc curate: every input of this run failed; see the `message` column of "
               f"{summary['manifest']}", file=sys.stderr)
         return 1
+    if not args.json:
+        out = str(args.out).rstrip("/")
+        kept = summary["status"].get("kept", 0)
+        print(f"stc curate: {kept} kept clip(s) in {out}", file=sys.stderr)
+        steps = [f"stc stats {out} --out {out}/report   (funnel, histograms, a page to review "
+                 "the clips)"]
+        if kept:
+            steps += [f"stc degrade {out} --out PAIRS --format mp4   (LQ-HQ pairs to watch; "
+                      "parquet, the default, to train on)",
+                      f"stc train stage1 --manifest {out} --out RUN1"]
+        print_next(steps)
     return 0

@@ -191,9 +191,9 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
             item.update(clip_path=str(r.clip_path), refused=str(exc))
         items.append(item)
     if rec.uses_diffusion and any(it["clip_id"] not in done for it in items):
-        for step in rec.steps:
+        for i, step in enumerate(rec.steps):
             if step.kind == "pixel_flicker":
-                check_model(step.pixel_flicker.model)
+                check_model(step.pixel_flicker.model, f"steps.{i}.pixel_flicker.model")
     run_name = f"{rec.name}-seed{seed}"
     software = software_versions()
     shards = SHARD_WRITERS[format](out, rec.name, seed, max_bytes=int(shard_mb * (1 << 20)))
@@ -284,7 +284,7 @@ def _gpus(address: str | None) -> bool:
 # --- CLI ---------------------------------------------------------------------------
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "degrade", help="degrade curated clips into paired LQ-HQ shards",
+        "degrade", help="degrade curated clips into LQ-HQ pairs (shards, or mp4 files to watch)",
         description="Cut the kept clips of a curated manifest into T-frame windows, degrade "
                     "each with a recipe (BFVR, brightness or pixel flicker) and write Parquet "
                     "shards of LQ-HQ pairs plus DIR/pairs.parquet.")

@@ -193,6 +193,9 @@ def _execute(p: Pipeline, todo: list[dict[str, Any]], report: RunReport, ray_opt
                 for step, seconds in (timings or {}).items():
                     report.step_seconds[step] += seconds
                     report.step_items[step] += 1
+                # A worker that turns its failures into rows (curate) failed all the same.
+                if rows and all(r.get("status") == "error" for r in rows):
+                    report.failed_items += 1
             else:
                 rows = p.error_rows(item, result["error"])
                 report.failed_items += 1

@@ -295,7 +295,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     faces.add_argument("--aligned", action="store_true",
                        help="inputs are face crops already: restore whole frames at the model's "
                             "size, no detection")
-    faces.add_argument("--upscale", type=positive_int, default=1,
+    faces.add_argument("--upscale", type=positive_int, default=1, metavar="N",
                        help="output size = input size x N; the background by plain resize "
                             "(default 1)")
     faces.add_argument("--bg-upsampler", default=None, metavar="FILE",
@@ -305,12 +305,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     faces.add_argument("--save-crops", action="store_true",
                        help="also write each face's input and restored crops and boxes.json "
                             "to OUT_crops/")
-    faces.add_argument("--detect-every", type=positive_int, default=1,
+    faces.add_argument("--detect-every", type=positive_int, default=1, metavar="K",
                        help="run the face detector on every k-th frame, interpolate between "
                             "(default 1)")
-    faces.add_argument("--overlap", type=non_negative_int, default=None,
+    faces.add_argument("--overlap", type=non_negative_int, default=None, metavar="FRAMES",
                        help="frames shared by consecutive chunks, crossfaded (default T/4)")
-    faces.add_argument("--expand", type=float, default=FaceOptions.expand,
+    faces.add_argument("--expand", type=float, default=FaceOptions.expand, metavar="X",
                        help=f"face box side x this = crop side, as curation crops "
                             f"(default {FaceOptions.expand:g})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")

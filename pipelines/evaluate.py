@@ -22,14 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stc.core.config import ConfigError, from_dict, load_config, to_dict
+from stc.core.config import ConfigError, from_dict, load_config, to_dict, with_sets
 from stc.core.fs import atomic_path
-from stc.core.names import ENHANCE_STATS
+from stc.core.names import ENHANCE_STATS, PAIRS_GT_DIR, PAIRS_LQ_DIR
 from stc.core.runtime import RayOptions
 from stc.manifests.io import write_table
 from stc.pipelines.driver import Pipeline, run_pipeline
 from stc.pipelines.inputs import VIDEO_EXTENSIONS
-from stc.pipelines.options import add_ray_args
+from stc.pipelines.folders import PAIRS, folder_kind
+from stc.pipelines.options import add_config_args, add_ray_args, print_config, require
 
 # The paper's metrics (Sec. 4.1) first, then stc's extra variants (model.metrics.schema).
 TABLE_COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"),
@@ -259,10 +260,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval", help="score restored videos against ground truth (PSNR, SSIM, AKD, IDS, ...)",
         description="Pair pred and GT videos by file stem and compute PSNR, SSIM, AKD, IDS, "
                     "Face-Cons and a flow score per video (LPIPS, FVD, RAFT from local weights).")
-    p.add_argument("--pred", required=True, help="restored video or folder of videos")
-    p.add_argument("--gt", required=True, help="ground-truth video or folder (same file stems)")
+    p.add_argument("--pred", help="restored video or folder of videos")
+    p.add_argument("--gt", help="ground-truth video or folder (same file stems)")
     p.add_argument("--out", default=None, help="write the rows to this .parquet file (+ .summary.json)")
     p.add_argument("--config", default=None, help="YAML file of EvalConfig fields; flags override it")
+    add_config_args(p, "eval config")
     p.add_argument("--lpips", default=None, help="LPIPS weights: lpips state dict or v0.1 linear layers")
     p.add_argument("--lpips-backbone", default=None,
                    help="torchvision alexnet/vgg16 weights, when --lpips holds only the linear layers")
@@ -286,7 +288,17 @@ def _main(args: argparse.Namespace) -> int:
     for name in ("lpips", "lpips_backbone", "fvd", "raft", "color", "face_stride"):
         if getattr(args, name) is not None:
             cfg[name] = getattr(args, name)
-    cfg = from_dict(EvalConfig, cfg, source="stc eval")
+    cfg = with_sets(from_dict(EvalConfig, cfg, source="stc eval"), args.set)
+    if args.print_config:
+        print_config(to_dict(cfg))
+        return 0
+    require(args, "stc eval", "pred", "gt")
+    for side in ("pred", "gt"):
+        kind = folder_kind(getattr(args, side))
+        if kind == PAIRS and (Path(getattr(args, side)) / PAIRS_GT_DIR).is_dir():
+            raise ConfigError(f"--{side} {getattr(args, side)} is a pairs folder; give its "
+                              f"videos: --pred {Path(getattr(args, side)) / PAIRS_LQ_DIR} (or your "
+                              f"restored ones) --gt {Path(getattr(args, side)) / PAIRS_GT_DIR}")
     if cfg.lpips_backbone and not cfg.lpips:
         raise ConfigError("--lpips-backbone needs --lpips (the linear layers)")
     rows, summary = evaluate_dirs(args.pred, args.gt, cfg, args.out, args.workers, args.address,

@@ -106,6 +106,8 @@ def find_tracks(src: str | Path, opts: FaceOptions, detector: FaceDetector | Non
         return embedder[0](seen[0], box.scaled(seen[1]))
 
     tracker = FaceTracker(cfg, fps, embed)
+    # a face is looked for every detect_every frames: missing in between is not leaving
+    tracker.max_gap = max(tracker.max_gap, opts.detect_every)
     keep = tracker.max_gap + 1
 
     def look(index: int, rgb: np.ndarray) -> None:

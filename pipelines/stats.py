@@ -1,8 +1,8 @@
 """`stc stats`: audit a curated manifest (and optionally its pairs, or a second dataset)
 as PNG figures, one self-contained HTML page and a JSON summary.
 
-Nothing here computes: numbers come from `manifests.stats` and figures from
-`manifests.report`, the same functions the notebooks in notebooks/ call.
+Nothing here computes: numbers come from `audit.stats`, example pairs from `audit.pairs`
+and figures from `audit.report`, the same functions the notebooks in notebooks/ call.
 """
 
 from __future__ import annotations
@@ -13,19 +13,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stc.audit.pairs import example_pairs
 from stc.audit.report import write_report
 from stc.audit.stats import audit
+from stc.pipelines.folders import CURATED, PAIRS, expect_folder
+from stc.pipelines.options import print_next
 
 
 def run_stats(manifest: str | Path, out: str | Path, pairs: str | Path | None = None,
               compare: str | Path | None = None, names: tuple[str, str] | None = None,
-              bins: int = 20) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Audit `manifest` into `out`; returns (summary, written files)."""
+              bins: int = 20, examples: int = 4) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Audit `manifest` into `out`; returns (summary, written files). With `pairs`, a strip
+    of `examples` pairs per recipe."""
 
     if bins < 2:
         raise ValueError(f"--bins must be at least 2, got {bins}")
+    expect_folder(manifest, CURATED, "stc stats")
+    for other in (compare,) if compare else ():
+        expect_folder(other, CURATED, "stc stats --compare")
+    if pairs:
+        expect_folder(pairs, PAIRS, "stc stats --pairs")
     summary = audit(manifest, pairs, compare, names, bins)
-    return summary, write_report(summary, out)
+    shown = example_pairs(pairs, examples) if pairs and examples else None
+    return summary, write_report(summary, out, shown)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--names", nargs=2, metavar=("NAME", "OTHER"),
                    help="legend names (default: the manifests' folder names)")
     p.add_argument("--bins", type=int, default=20, help="histogram bins (default 20)")
+    p.add_argument("--examples", type=int, default=4,
+                   help="with --pairs: example pairs shown per recipe (default 4; 0: none)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="report folder: report.html, summary.json, *.png")
     p.add_argument("--json", action="store_true", help="also print the summary JSON on stdout")
@@ -50,10 +62,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     summary, files = run_stats(args.manifest, args.out, args.pairs, args.compare,
-                               tuple(args.names) if args.names else None, args.bins)
+                               tuple(args.names) if args.names else None, args.bins,
+                               args.examples)
     c = summary["clips"]
     print(f"stc stats: {c['rows']} rows, {c['status'].get('kept', 0)} kept; wrote "
           f"{', '.join(sorted(p.name for p in files.values()))} to {args.out}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
+    else:
+        print_next([f"open {files['html']}   (the whole report in one page)"])
     return 0

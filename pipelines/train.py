@@ -25,10 +25,11 @@ import yaml
 from stc.core.config import ConfigError, load_config, to_dict, with_sets
 from stc.core.names import LOG_FILE
 from stc.core.runtime import init_ray
-from stc.pipelines.folders import CURATED, STAGE1, expect_folder
+from stc.pipelines.folders import CURATED, STAGE1, STAGE2, expect_folder
 from stc.pipelines.options import (
     add_config_args,
     add_ray_args,
+    positive_int,
     print_config,
     print_next,
     require,
@@ -57,18 +58,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="curated manifest: DIR or DIR/manifest.parquet (from `stc curate`)")
     p.add_argument("--out", help="run folder (checkpoints, TensorBoard); "
                    "rerun with the same folder to resume")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--max-steps", type=positive_int, default=None,
                    help="train until this many steps in total (default: the config's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--allow-outside", action="store_true",
                    help="read clips the manifest names outside its own folder (refused by "
                         "default: a manifest from elsewhere must not make stc read other files)")
-    ray = p.add_argument_group("Ray Train (several GPUs or nodes)")
-    ray.add_argument("--workers", type=int, default=None,
-                     help="run under Ray Train with this many workers (default: one process, no Ray)")
-    ray.add_argument("--gpu", action="store_true", help="one GPU per Ray worker")
-    ray.add_argument("--cpus-per-worker", type=int, default=None)
+    _add_ray_train(p)
     add_ray_args(p)
+
+
+def _add_ray_train(p: argparse.ArgumentParser) -> None:
+    ray = p.add_argument_group("Ray Train (several GPUs or nodes)")
+    ray.add_argument("--workers", type=positive_int, default=None,
+                     help="run under Ray Train with this many workers, gradients averaged over "
+                          "them (default: one process, no Ray)")
+    ray.add_argument("--gpu", action="store_true", help="one GPU per Ray worker")
+    ray.add_argument("--cpus-per-worker", type=positive_int, default=None)
 
 
 def _add_stage1(stages) -> None:
@@ -164,14 +170,15 @@ def _add_stage2(stages) -> None:
     p.add_argument("--manifest", default=None,
                    help="curated manifest whose clips the recipe steps degrade (default: the one "
                         "the Stage I run was trained on)")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--max-steps", type=positive_int, default=None,
                    help="cap every step's iterations at N (for trials)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--degrade-workers", type=int, default=None,
+    p.add_argument("--degrade-workers", type=positive_int, default=None,
                    help="Ray actors for making pairs (default: one per CPU)")
     p.add_argument("--allow-outside", action="store_true",
                    help="read clips the manifest names outside its own folder (refused by "
                         "default: a manifest from elsewhere must not make stc read other files)")
+    _add_ray_train(p)
     add_ray_args(p)
     p.set_defaults(func=run_stage2)
 
@@ -198,10 +205,15 @@ def run_stage2(args: argparse.Namespace) -> int:
     expect_folder(args.out, (STAGE2,), "stc train stage2 --out", "a new folder or a Stage II run")
     if args.manifest:
         expect_folder(args.manifest, CURATED, "stc train stage2 --manifest")
-    run_curriculum(load_curriculum(args.curriculum), args.stage1, args.out, cfg,
-                   manifest=args.manifest, max_steps=args.max_steps, device=args.device,
-                   make_pairs=make_pairs, log=lambda m: print(m, file=sys.stderr, flush=True),
-                   allow_outside=args.allow_outside)
+    ray_options = {"gpu": args.gpu, "cpus_per_worker": args.cpus_per_worker,
+                   "address": args.address, "num_cpus": args.num_cpus}
+    with (ray_train_console(args.out, args.address, args.num_cpus, args.verbose) if args.workers
+          else contextlib.nullcontext()):
+        run_curriculum(load_curriculum(args.curriculum), args.stage1, args.out, cfg,
+                       manifest=args.manifest, max_steps=args.max_steps, device=args.device,
+                       make_pairs=make_pairs, log=lambda m: print(m, file=sys.stderr, flush=True),
+                       allow_outside=args.allow_outside, workers=args.workers,
+                       ray_options=ray_options)
     print(f"stc train stage2: run folder {args.out}", file=sys.stderr)
     print_next([f"tensorboard --logdir {Path(args.out) / 'steps'}   (losses; LQ | restored | GT "
                 "at eval steps)",
@@ -301,4 +313,5 @@ def ray_train_console(run_dir: str | Path, address: str | None, num_cpus: int | 
             sys.stdout, sys.stderr = out, err
             for lg, (handlers, propagate) in saved.items():
                 lg.handlers, lg.propagate = handlers, propagate
-    print(f"stc train: Ray Train's own messages are in {path}", file=sys.stderr)
+    print(f"stc train: Ray's own log of this run (workers, training state): {path}",
+          file=sys.stderr)

@@ -96,7 +96,7 @@ def test_two_nodes_share_the_work_and_match_one_node(cluster, tmp_path):
     # Same rows...
     one = read_manifest(tmp_path / "one" / "cur" / "manifest.parquet", CLIP_SCHEMA)
     two = read_manifest(tmp_path / "two" / "cur" / "manifest.parquet", CLIP_SCHEMA)
-    assert list(one.status) == ["kept", "kept"]
+    assert len(one) >= 2 and set(one.status) == {"kept"}
     assert one.equals(two)
     # ...and the same clip bytes,
     for rel in one.clip_path:
@@ -104,6 +104,6 @@ def test_two_nodes_share_the_work_and_match_one_node(cluster, tmp_path):
     # and the same pairs: rows apart from shard file names (time stamps), and bytes.
     p1 = read_manifest(tmp_path / "one" / "pairs" / "pairs.parquet", PAIRS_SCHEMA)
     p2 = read_manifest(tmp_path / "two" / "pairs" / "pairs.parquet", PAIRS_SCHEMA)
-    assert len(p1) == 4 and set(p1.status) == {"ok"}
+    assert len(p1) == 2 * len(one) and set(p1.status) == {"ok"}
     assert p1.drop(columns="lq_path_or_shard").equals(p2.drop(columns="lq_path_or_shard"))
     assert pair_bytes(tmp_path / "one" / "pairs") == pair_bytes(tmp_path / "two" / "pairs")

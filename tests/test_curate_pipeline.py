@@ -148,7 +148,7 @@ def test_same_input_gives_the_same_clip_bytes(real_run, tmp_path):
     # Two fresh runs over the captioned clip, with text filtering off so it is written.
     src = by_stem(real_run["df"])["captioned"]["source_path"]
     cfg = tmp_path / "notext.yaml"
-    cfg.write_text("text: {min_text_frames: 999}\n")
+    cfg.write_text("text: {max_height_fraction: 0.01}\n")     # no box is a text line
     rows = []
     for name in ("a", "b"):
         run_curate([src], tmp_path / name, config=str(cfg), progress=False)

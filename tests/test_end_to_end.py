@@ -68,6 +68,13 @@ def test_curate_to_enhance_and_eval(workdir: Path, ray_session, capsys):
     logged2 = [m for m in m2 if "loss/ce_s" in m]
     assert ce(logged2[-1]) < 0.8 * ce(logged1[0])
     assert logged2[0]["train/acc_s"] > logged1[0]["train/acc_s"]
+    # TensorBoard shows a held-out pair as LQ | restored | GT at each validation
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(step2 / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    assert {"val/lq_restored_gt/frame", "val/lq_restored_gt/clip"} <= set(acc.Tags()["images"])
+    assert acc.Images("val/lq_restored_gt/clip")[-1].width == 3 * 32 + 2 * 2
 
     # stop mid-curriculum: step 2 lost its last checkpoint; the rerun skips step 1 and
     # resumes step 2 from its step-10 checkpoint

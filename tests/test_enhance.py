@@ -22,12 +22,9 @@ from stc.pipelines.face_restore import (
     chunk_weight,
     feather_mask,
     keep_center_face,
-    link_tracks,
     plan_chunks,
     union_box,
 )
-from stc.curation.faces import Box
-
 from .test_stage2 import save_tiny_run, tiny_stage2
 
 W, H = 1280, 720
@@ -144,6 +141,35 @@ def test_upscale_resizes_the_background_and_pastes_the_face_at_n_times(work):
     assert np.abs(got[:, ~outside].astype(int) - ref[:, ~outside]).mean() > 5
 
 
+def test_a_learned_background_upsampler_comes_from_user_weights(work, tmp_path):
+    """--bg-upsampler: a TorchScript x2 model of the user's (here nearest-neighbour
+    upsampling, exported the way a Real-ESRGAN would be) replaces the plain resize."""
+    import torch
+
+    model = torch.jit.script(torch.nn.Upsample(scale_factor=2.0, mode="nearest"))
+    weights = tmp_path / "x2.pt"
+    torch.jit.save(model, str(weights))
+    src = tmp_path / "short.mp4"
+    encode_frames(read_frames(work["talk"], 2, 4), src, fps=20, **LOSSLESS)
+    out = tmp_path / "up.mp4"
+    summary = run_enhance([str(src)], out, work["run"], device="cpu", progress=False,
+                          faces=FaceOptions(upscale=2), bg_upsampler=weights, save_crops=True,
+                          **LOSSLESS)
+    assert summary["done"] == 1, summary
+    frames = read_frames(src)
+    with FrameWriter(tmp_path / "ref.mp4", 2 * W, 2 * H, 20, **LOSSLESS) as wr:
+        for f in frames:
+            wr.write(np.ascontiguousarray(f.repeat(2, axis=0).repeat(2, axis=1)))
+    ref = read_frames(tmp_path / "ref.mp4")
+    x0, y0, x1, y1 = union_box(json.loads((tmp_path / "up_crops" / "boxes.json").read_text()), 2)
+    outside = np.ones((2 * H, 2 * W), bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(read_frames(out)[:, outside], ref[:, outside])
+    with pytest.raises(ConfigError, match="--upscale"):
+        run_enhance([str(src)], tmp_path / "o.mp4", work["run"], device="cpu", progress=False,
+                    bg_upsampler=weights)
+
+
 def test_chunk_seams_crossfade(work):
     """Chunks of T = 4 overlapping by 2 frames; a stand-in model that paints chunk k's crops
     a flat 40 * (k + 1): frames shared by two chunks are their linear blend, so a seam is a
@@ -211,23 +237,17 @@ def test_memory_is_bounded_by_a_chunk_on_long_videos(work, tmp_path):
     assert probe(tmp_path / "long_out.mp4").num_frames == 40
 
 
-def test_tracks_link_detections_and_interpolate():
-    a, b = Box(100, 100, 200, 200), Box(600, 100, 700, 200)
-    dets = [(0, [a, b]), (4, [Box(108, 100, 208, 200), b]), (8, [b])]
-    tracks = link_tracks(dets, 10, iou_min=0.3, max_gap=4)
-    assert tracks.shape == (2, 10, 4)
-    first = tracks[np.nanargmin(tracks[:, 0, 0])]
-    assert first[2, 0] == pytest.approx(104)                   # interpolated between 0 and 4
-    assert np.isnan(first[5:, 0]).all()                         # ended after its last detection
-    right = tracks[1 - np.nanargmin(tracks[:, 0, 0])]
-    assert not np.isnan(right[:9, 0]).any()
-    # frame centre x = 300: the left face (x 150) wins while it is there, then the right one
-    centre = keep_center_face(tracks, 600, 300)
-    present = ~np.isnan(centre[:, :, 0])
+def test_only_center_face_picks_per_frame():
+    """Two tracks [K, frames, 4]: the left face (centre x 150) is there on frames 0-4, the
+    right one (x 650) on 0-8; with the frame centre at x 300 the left one wins while it is
+    there, then the right one."""
+    tracks = np.full((2, 10, 4), np.nan)
+    tracks[0, :5] = (100, 100, 200, 200)
+    tracks[1, :9] = (600, 100, 700, 200)
+    present = ~np.isnan(keep_center_face(tracks, 600, 300)[:, :, 0])
     assert present.sum(axis=0).max() == 1
-    left = int(np.nanargmin(centre[:, 0, 0]))
-    assert present[left].tolist() == [True] * 5 + [False] * 5
-    assert present[1 - left].tolist() == [False] * 5 + [True] * 4 + [False]
+    assert present[0].tolist() == [True] * 5 + [False] * 5
+    assert present[1].tolist() == [False] * 5 + [True] * 4 + [False]
 
 
 def test_chunk_plan_covers_every_frame_and_weights_blend():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,10 +79,14 @@ def test_writer_parts_resume_and_latest_wins(tmp_path):
     with ManifestWriter(path, CLIP_SCHEMA, flush_every=2) as w:
         for i, cid in enumerate(["c", "a", "b"]):
             w.add(_row(cid, fps=25.0, num_frames=10 + i))
-    assert [p.name for p in manifest_files(path)] == ["part-000000.parquet", "part-000001.parquet"]
+    # Names no other writer can produce (time, pid, random bits), in write order.
+    names = [p.name for p in manifest_files(path)]
+    assert len(names) == 2 and names == sorted(names)
+    assert all(re.fullmatch(r"part-\d{20}-\d+-[0-9a-f]+\.parquet", n) for n in names), names
     meta = pq.read_schema(manifest_files(path)[0]).metadata
-    assert meta[b"stc.schema"] == b"curated_clips" and meta[b"stc.schema_version"] == b"1"
-    # A second writer continues the numbering; a retried key replaces the old row.
+    assert meta[b"stc.schema"] == b"curated_clips"
+    assert meta[b"stc.schema_version"] == str(CLIP_SCHEMA.version).encode()
+    # A second writer's parts come after the first's; a retried key replaces the old row.
     with ManifestWriter(path, CLIP_SCHEMA) as w:
         w.add(_row("a", status="error", reason="unreadable", message="bad"))
     df = read_manifest(path, CLIP_SCHEMA)

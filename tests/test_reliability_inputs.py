@@ -141,3 +141,60 @@ def test_a_rotated_clip_is_analysed_and_cropped_upright(made, curator):
     b = read_frames(out / rot["clip_path"], 0, 5).astype(float)
     psnr = 10 * np.log10(255 ** 2 / np.mean((a - b) ** 2))
     assert psnr > 30, psnr          # the written clip is upright too, the same crop
+
+
+def test_bad_inputs_each_become_clean_rows(made, curator, tmp_path):
+    """A zoo of inputs a real collection contains: each gives rows with a status and a known
+    reason, never a crash or an internal_error; the ones whose verdict is certain get it."""
+    d = tmp_path
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("hello, not a video\n")
+    (d / "random.mp4").write_bytes(np.random.default_rng(0).bytes(100_000))
+    (d / "dangling.mp4").symlink_to(d / "gone.mp4")
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(d / "audio_only.mp4"))
+    ffmpeg("-i", str(SAMPLE), "-frames:v", "1", str(d / "still.png"))
+    (d / "png.mp4").write_bytes((d / "still.png").read_bytes())
+    ffmpeg("-i", str(SAMPLE), "-frames:v", "1", "-c:v", "libx264", str(d / "one_frame.mp4"))
+    ffmpeg("-i", str(SAMPLE), "-frames:v", "30", "-vf", "scale=34:34", "-c:v", "libx264",
+           str(d / "tiny.mp4"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=3", "-c:v", "libx264",
+           str(d / "no_face.mp4"))
+    ffmpeg("-i", str(made / "faststart.mp4"), "-c", "copy", str(d / "whole.mkv"))
+    cut(d / "whole.mkv", d / "cut.mkv", 0.5)
+    # Stored upside down, with a display matrix that turns it back.
+    ffmpeg("-i", str(made / "upright.mp4"), "-vf", "hflip,vflip", "-c:v", "libx264", "-crf", "12",
+           str(d / "stored_flipped.mp4"))
+    ffmpeg("-display_rotation", "180", "-i", str(d / "stored_flipped.mp4"), "-c", "copy",
+           str(d / "upside_down.mp4"))
+    (d / "stored_flipped.mp4").unlink()
+    ffmpeg("-i", str(made / "upright.mp4"), "-vf", "setpts='PTS+if(gt(N,20),0.3/TB,0)'",
+           "-fps_mode", "vfr", "-c:v", "libx264", str(d / "vfr.mp4"))
+    ffmpeg("-i", str(made / "upright.mp4"), "-c:v", "libvpx-vp9", "-b:v", "300k", "-deadline",
+           "realtime", str(d / "vp9.webm"))
+    flipped = bytearray((made / "index_last.mp4").read_bytes())
+    for i in range(2000, len(flipped) // 2, 997):
+        flipped[i] ^= 0xFF
+    (d / "bit_rot.mp4").write_bytes(bytes(flipped))
+    for pct in (0.1, 0.5, 0.9):
+        cut(made / "faststart.mp4", d / f"cut_{int(pct * 100)}.mp4", pct)
+    cut(made / "index_last.mp4", d / "cut_index_last.mp4", 0.5)
+
+    expect = {"empty": "unreadable", "text": "unreadable", "random": "unreadable",
+              "dangling": "unreadable", "audio_only": "unreadable", "png": "too_short",
+              "one_frame": "too_short", "no_face": "no_face", "cut_10": "truncated",
+              "cut_50": "truncated", "cut_90": "truncated", "cut_index_last": "truncated"}
+    inputs = sorted(p for p in d.iterdir() if p.suffix in (".mp4", ".mkv", ".webm")
+                    and p.name != "whole.mkv")
+    assert len(inputs) == 18
+    verdicts = {}
+    for path in inputs:
+        rows, _ = curator(str(path))
+        assert rows, path
+        for row in rows:
+            assert row["reason"] in REASONS and row["reason"] != "internal_error", (path, row)
+            assert row["status"] == REASONS[row["reason"]][0]
+            assert row["status"] == "kept" or row["message"], (path, row)
+        verdicts[path.stem] = {r["reason"] for r in rows}
+    for stem, reason in expect.items():
+        assert verdicts[stem] == {reason}, (stem, verdicts[stem])
+    assert "kept" in verdicts["upside_down"], verdicts["upside_down"]

@@ -226,9 +226,11 @@ def curated(shared_videos, tmp_path_factory) -> Path:
         crops = [cv2.resize(f, (48, 48), interpolation=cv2.INTER_AREA) for f in frames]
         rel = f"clips/{name}.mp4"
         encode_frames(crops, out / rel, fps=25.0, crf=10, preset="ultrafast")
-        rows.append({"clip_id": name, "source_path": name, "source": "shared", "status": "kept",
-                     "reason": "kept", "message": "", "clip_path": rel, "clip_size": 48,
-                     "clip_num_frames": n, "clip_fps": 25.0})
+        row = {"clip_id": name, "source_id": f"{name}-src", "source_path": name,
+               "source": "shared", "status": "kept", "reason": "kept", "message": "",
+               "clip_path": rel, "clip_size": 48, "clip_num_frames": n, "clip_fps": 25.0,
+               "shot_index": 0, "track_index": 0, "start_frame": 0, "end_frame": n}
+        rows.append({k: v for k, v in row.items() if k in CLIP_SCHEMA.columns})
     write_table(CLIP_SCHEMA.table(rows), out / "manifest.parquet")
     return out
 

@@ -284,10 +284,10 @@ def test_stc_stats_clear_errors(tmp_path, capsys):
     assert main(["stats", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "nothing" in err and "not found" in err
-    # a pairs manifest is not a clip manifest: the schema check names the file
+    # a pairs manifest is not a clip manifest: the message says what it is and what is needed
     write_pairs_manifest(tmp_path / "pairs.parquet", ["a", "b"])
     assert main(["stats", str(tmp_path / "pairs.parquet"), "--out", str(tmp_path / "r")]) == 2
-    assert "degraded_pairs" in capsys.readouterr().err
+    assert "is a pairs folder; stc stats needs a curated folder" in capsys.readouterr().err
 
 
 def test_empty_manifest_still_reports(tmp_path):

@@ -17,12 +17,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from stc.core.config import ConfigError
+from stc.core.extras import need
 from stc.model.stage1.perceptual import IMAGENET_MEAN, IMAGENET_STD, frames_of
 
 
 def load_dinov2(backbone: str):
     """`transformers.Dinov2Model` from a local folder or a hub id, with a clear offline error."""
-    from transformers import Dinov2Model
+    Dinov2Model = need("transformers", "train", "the DINOv2 discriminator").Dinov2Model
 
     local = Path(backbone).expanduser()
     source = str(local) if local.exists() else backbone

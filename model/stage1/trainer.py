@@ -23,7 +23,9 @@ from typing import Any, Callable
 
 import torch
 
+from stc.core import storage
 from stc.core.config import from_dict, to_dict
+from stc.core.tensors import to_uint8
 from stc.model.stage1.codebook import code_counts, perplexity, utilisation
 from stc.model.stage1.config import Stage1Config
 from stc.model.stage1.data import StepSampler, WindowDataset, load_clips, split_clips, val_batch
@@ -34,27 +36,13 @@ from stc.model.stage1.vqgan3d import VQGAN3D
 from stc.model.training.checkpoint import load_weights
 from stc.model.training.ema import EMA
 from stc.model.training.loop import TrainLoop, check_run_config
-from stc.model.training.ray_train import fit, worker_context
+from stc.model.training.media import side_by_side
+from stc.model.training.ray_train import all_reduce_mean, check_replicas, fit, worker_context
 
 # Where pretrained weights live is not part of the experiment: a resumed run may name
 # another copy of the same file.
 NOT_EXPERIMENT = ("train.max_steps", "perceptual.weights", "discriminator.backbone",
                   "data.num_workers")
-
-
-def all_reduce_mean(tensors: list[torch.Tensor], world: int) -> None:
-    """Average tensors across workers in one flat all-reduce (no-op for one worker)."""
-    if world <= 1 or not tensors:
-        return
-    import torch.distributed as dist
-
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset:offset + t.numel()].view_as(t))
-        offset += t.numel()
 
 
 class Stage1Trainer(TrainLoop):
@@ -232,14 +220,21 @@ class Stage1Trainer(TrainLoop):
         model = self.ema.model.eval()
         psnrs, l1s = [], []
         bs = self.cfg.train.batch_size
+        self._shown = None
         for i in range(0, len(self._val), bs):
             x = self._val[i:i + bs].to(self.device)
             with self.autocast():
                 xr, _ = model(x)
             xr = xr.float().clamp(-1, 1)
+            if self._shown is None:       # the first held-out window, for TensorBoard
+                self._shown = side_by_side(to_uint8(x[0]), to_uint8(xr[0]))
             psnrs.append(psnr(xr, x))
             l1s.append((xr - x).abs().flatten(1).mean(1))
         return {"val/psnr": float(torch.cat(psnrs).mean()), "val/l1": float(torch.cat(l1s).mean())}
+
+    def samples(self) -> dict[str, Any]:
+        shown = getattr(self, "_shown", None)
+        return {"val/input_reconstruction": shown} if shown is not None else {}
 
     def format_line(self, m: dict[str, float]) -> str:
         parts = [f"step {self.step}/{self.tc.max_steps}", f"loss {m['loss/total']:.4f}",
@@ -257,10 +252,12 @@ class Stage1Trainer(TrainLoop):
 def _ray_worker_loop(config: dict[str, Any]) -> None:
     ctx = worker_context()
     cfg = from_dict(Stage1Config, config["cfg"])
-    Stage1Trainer(cfg, config["manifest"], config["run_dir"], max_steps=config["max_steps"],
-                  device=ctx["device"], rank=ctx["rank"], world=ctx["world"],
-                  report=ctx["report"], log=ctx["log"],
-                  allow_outside=config.get("allow_outside", False)).run()
+    trainer = Stage1Trainer(cfg, config["manifest"], config["run_dir"],
+                            max_steps=config["max_steps"], device=ctx["device"], rank=ctx["rank"],
+                            world=ctx["world"], report=ctx["report"], log=ctx["log"],
+                            allow_outside=config.get("allow_outside", False))
+    trainer.run()
+    check_replicas(trainer.model, trainer.world, config["run_dir"])
 
 
 def train_stage1_ray(cfg: Stage1Config, manifest: str | Path, run_dir: str | Path,
@@ -268,7 +265,8 @@ def train_stage1_ray(cfg: Stage1Config, manifest: str | Path, run_dir: str | Pat
                      cpus_per_worker: int | None = None, address: str | None = None,
                      num_cpus: int | None = None, allow_outside: bool = False) -> dict[str, Any]:
     """Run Stage I with `workers` Ray Train workers; returns the last logged metrics."""
-    config = {"cfg": to_dict(cfg), "manifest": str(Path(manifest).resolve()),
+    where = storage.location(manifest)       # a URL (s3://...) is passed as it is
+    config = {"cfg": to_dict(cfg), "manifest": str(where.resolve() if isinstance(where, Path) else where),
               "run_dir": str(Path(run_dir).resolve()), "max_steps": max_steps,
               "allow_outside": allow_outside}
     return fit(_ray_worker_loop, config, run_dir, "stage1", workers, gpu, cpus_per_worker,

@@ -44,7 +44,7 @@ from stc.model.stage2.runs import (
     stage1_manifest,
     step_dirs,
 )
-from stc.model.stage2.trainer import NOT_EXPERIMENT, Stage2Trainer
+from stc.model.stage2.trainer import NOT_EXPERIMENT, Stage2Trainer, train_stage2_ray
 from stc.model.training.checkpoint import latest_checkpoint
 from stc.model.training.loop import check_run_config
 
@@ -84,11 +84,14 @@ def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
                    manifest: str | Path | None = None, max_steps: int | None = None,
                    device: str | None = None, make_pairs: MakePairs | None = None,
                    log: Callable[[str], None] = print,
-                   allow_outside: bool = False) -> list[dict[str, float]]:
+                   allow_outside: bool = False, workers: int | None = None,
+                   ray_options: dict | None = None) -> list[dict[str, float]]:
     """Train every step of `cur` in turn (skipping finished ones); returns each step's last
     metrics. `max_steps` caps every step's iterations (for trials); `manifest` is the curated
     manifest the recipe steps degrade (default: the one Stage I was trained on), through
-    `make_pairs` (needed only when a step names a recipe)."""
+    `make_pairs` (needed only when a step names a recipe). With `workers`, each step runs on
+    that many Ray Train workers (`train_stage2_ray`; `ray_options`: its gpu,
+    cpus_per_worker, address, num_cpus)."""
 
     stage1, run2 = Path(stage1), Path(out)
     _, s1cfg = load_stage1(stage1)
@@ -124,6 +127,11 @@ def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
         init_from, kind = (stage1, "stage1") if i == 0 else (dirs[i - 1], "stage2")
         how = "degraded on the fly" if online else f"pairs from {pairs}"
         log(f"{label}: training on {recipe} {how}, {iterations} iterations")
+        if workers:
+            results.append(train_stage2_ray(config, pairs, recipe, step_dir, init_from, kind,
+                                            max_steps=iterations, lr=step.lr, online=online,
+                                            workers=workers, **(ray_options or {})))
+            continue
         trainer = Stage2Trainer(config, pairs, recipe, step_dir, init_from, kind,
                                 max_steps=iterations, lr=step.lr, device=device, log=log,
                                 online=online)

@@ -33,7 +33,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from stc.core.config import from_dict, to_dict
 from stc.core.names import PAIRS_MANIFEST
+from stc.core.tensors import to_uint8
 from stc.degrade.loader import PairDataset
 from stc.manifests.io import read_manifest
 from stc.manifests.pairs import PAIRS_SCHEMA
@@ -46,6 +48,8 @@ from stc.model.stage2.model import Stage2Model, load_stage2
 from stc.model.training.checkpoint import load_weights
 from stc.model.training.ema import EMA
 from stc.model.training.loop import TrainLoop, check_run_config
+from stc.model.training.media import side_by_side
+from stc.model.training.ray_train import all_reduce_mean, check_replicas, fit, worker_context
 from stc.model.training.schedule import set_lr, warmup_step_decay
 
 NOT_EXPERIMENT = ("train.max_steps", "data.num_workers")
@@ -70,15 +74,18 @@ class Stage2Trainer(TrainLoop):
                  max_steps: int | None = None, lr: float | None = None,
                  device: str | torch.device | None = None,
                  log: Callable[[str], None] | None = None,
-                 online: OnlineSource | None = None):
+                 online: OnlineSource | None = None, rank: int = 0, world: int = 1,
+                 report: Callable[[dict[str, float]], None] | None = None):
         """`pairs_dir`/`recipe`: the `stc degrade` folder and recipe name to read pairs of:
-        training and validation pairs, or with `online` given the validation pairs only."""
+        training and validation pairs, or with `online` given the validation pairs only.
+        `rank`/`world`: this worker of a distributed run (`train_stage2_ray`): it draws its
+        own share of the pairs and gradients are averaged over the workers."""
         cfg = copy.deepcopy(cfg)
         if max_steps is not None:
             cfg.train.max_steps = max_steps
         if lr is not None:
             cfg.optim.lr = lr
-        super().__init__(cfg, run_dir, log=log)
+        super().__init__(cfg, run_dir, rank, world, log, report)
         check_run_config(self.run_dir, cfg, NOT_EXPERIMENT)
         self.pairs_dir, self.recipe, self.online = Path(pairs_dir), recipe, online
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -143,9 +150,10 @@ class Stage2Trainer(TrainLoop):
         self.opt.load_state_dict(state["opt"])
 
     # ---------------------------------------------------------- data
-    def dataset(self, clips: set[str], shuffle: bool, seed: int):
+    def dataset(self, clips: set[str], shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+        # rank/world always explicit: under Ray Train, RANK is set for validation too.
         return PairDataset(self.pairs_dir, recipe=self.recipe, size=self.cfg.data.size,
-                           shuffle=shuffle, seed=seed, clips=clips)
+                           shuffle=shuffle, seed=seed, clips=clips, rank=rank, world_size=world)
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         T = self.cfg.data.num_frames
@@ -167,10 +175,14 @@ class Stage2Trainer(TrainLoop):
         if self.train_set is not None:
             # Draw numbers of step s: s * batch * accum ... (s + 1) * batch * accum - 1.
             sampler = StepSampler(start_step, c.train.max_steps,
-                                  c.train.batch_size * c.train.grad_accum)
+                                  c.train.batch_size * c.train.grad_accum, self.rank, self.world)
             yield from self._loader(self.train_set, sampler=sampler)
             return
-        ds = self.dataset(self.train_clips, shuffle=True, seed=c.train.seed)
+        ds = self.dataset(self.train_clips, shuffle=True, seed=c.train.seed, rank=self.rank,
+                          world=self.world)
+        if len(ds.units) < self.world:      # decided alike on every rank: none waits forever
+            raise ValueError(f"{self.pairs_dir}: {len(ds.units)} shard units of training pairs "
+                             f"cannot feed {self.world} workers; use fewer workers or more clips")
         epoch = start_step
         while True:
             ds.set_epoch(epoch)
@@ -212,6 +224,8 @@ class Stage2Trainer(TrainLoop):
             (parts["loss/total"] / n).backward()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / n
+        all_reduce_mean([p.grad for p in self.model.trainable_parameters() if p.grad is not None],
+                        self.world)
         if self.cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.cfg.optim.grad_clip)
         self.opt.step()
@@ -233,18 +247,25 @@ class Stage2Trainer(TrainLoop):
             self._val = pairs
         model = self.ema.model.eval()
         sums: dict[str, float] = {}
+        self._shown = None
         for lq, hq in self._val:
             lq, hq = lq.to(self.device), hq.to(self.device)
             with self.autocast():
                 out = model(lq)
                 parts = model.losses(out, model.targets(hq))
                 restored = model.decode_logits(out).float().clamp(-1, 1)
+            if self._shown is None:       # the first held-out pair, for TensorBoard
+                self._shown = side_by_side(*(to_uint8(x[0]) for x in (lq, restored, hq)))
             vals = {"val/psnr": psnr(restored, hq).mean(), "val/psnr_lq": psnr(lq, hq).mean(),
                     "val/ce": parts["loss/ce_s"] + parts["loss/ce_t"],
                     "val/acc_s": parts["train/acc_s"], "val/acc_t": parts["train/acc_t"]}
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         return {k: v / max(1, len(self._val)) for k, v in sums.items()}
+
+    def samples(self) -> dict[str, Any]:
+        shown = getattr(self, "_shown", None)
+        return {"val/lq_restored_gt": shown} if shown is not None else {}
 
     def format_line(self, m: dict[str, float]) -> str:
         parts = [f"step {self.step}/{self.tc.max_steps}", f"loss {m['loss/total']:.4f}",
@@ -255,3 +276,29 @@ class Stage2Trainer(TrainLoop):
             parts.append(f"val_psnr {m['val/psnr']:.2f} (lq {m['val/psnr_lq']:.2f})")
         parts.append(f"{m['time/step_s']:.2f} s/step")
         return " | ".join(parts)
+
+
+def _ray_worker_loop(config: dict[str, Any]) -> None:
+    ctx = worker_context()
+    trainer = Stage2Trainer(from_dict(Stage2Config, config["cfg"]), config["pairs_dir"],
+                            config["recipe"], config["run_dir"], config["init_from"],
+                            config["init_kind"], max_steps=config["max_steps"], lr=config["lr"],
+                            device=ctx["device"], log=ctx["log"], online=config["online"],
+                            rank=ctx["rank"], world=ctx["world"], report=ctx["report"])
+    trainer.run()
+    check_replicas(trainer.model, trainer.world, config["run_dir"])
+
+
+def train_stage2_ray(cfg: Stage2Config, pairs_dir: str | Path, recipe: str | None,
+                     run_dir: str | Path, init_from: str | Path, init_kind: str = "stage1",
+                     max_steps: int | None = None, lr: float | None = None,
+                     online: OnlineSource | None = None, workers: int = 1, gpu: bool = False,
+                     cpus_per_worker: int | None = None, address: str | None = None,
+                     num_cpus: int | None = None) -> dict[str, Any]:
+    """One curriculum step on `workers` Ray Train workers (the paper trains Stage II on 4
+    GPUs); the arguments are `Stage2Trainer`'s. Returns the last logged metrics."""
+    config = {"cfg": to_dict(cfg), "pairs_dir": str(Path(pairs_dir).resolve()), "recipe": recipe,
+              "run_dir": str(Path(run_dir).resolve()), "init_from": str(Path(init_from).resolve()),
+              "init_kind": init_kind, "max_steps": max_steps, "lr": lr, "online": online}
+    return fit(_ray_worker_loop, config, run_dir, "stage2", workers, gpu, cpus_per_worker,
+               address, num_cpus)

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from stc.core.config import ConfigError, load_config, save_config, to_dict
+from stc.core.extras import need
 from stc.model.training import checkpoint as ckpt_io
+from stc.model.training.media import write_clip
 
 
 def check_run_config(run_dir: Path, cfg: Any, ignore: tuple[str, ...] = ("train.max_steps",),
@@ -89,6 +91,11 @@ class TrainLoop:
     def describe(self) -> str:
         return ""
 
+    def samples(self) -> dict[str, Any]:
+        """Clips to show in TensorBoard after a validation: tag -> uint8 [T, H, W, 3]
+        (e.g. LQ | restored | GT side by side, `media.side_by_side`)."""
+        return {}
+
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path | None:
         if not self.is_main:
@@ -117,6 +124,9 @@ class TrainLoop:
         if writer is not None:
             for k, v in metrics.items():
                 writer.add_scalar(k, v, self.step)
+            if any(k.startswith("val/") for k in metrics):
+                for tag, clip in self.samples().items():
+                    write_clip(writer, tag, clip, self.step)
             writer.flush()
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": self.step, **metrics}) + "\n")
@@ -144,6 +154,7 @@ class TrainLoop:
             return {}
         writer = None
         if self.is_main:
+            need("tensorboard", "train", "training (its TensorBoard logs)")
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)

@@ -2,20 +2,73 @@
 
 Ray starts the workers and the torch.distributed process group; each worker builds its
 stage's trainer with its rank (`worker_context`), draws its own windows and averages
-gradients with the others. Worker 0 writes checkpoints, TensorBoard and metrics.jsonl into
-the run folder, which must be on storage every node can reach; rerunning resumes from it
-exactly like the single-process trainer. Ray's own run records go to RUN/ray/. Each stage
-declares its worker loop next to its trainer (`stage1.trainer.train_stage1_ray`).
+gradients with the others (`all_reduce_mean`, one flat all-reduce per step: what DDP does,
+so each rank's batch-level loss terms stay per rank). Worker 0 writes checkpoints,
+TensorBoard and metrics.jsonl into the run folder, which must be on storage every node can
+reach; rerunning resumes from it exactly like the single-process trainer. Ray's own run
+records go to RUN/ray/. Each stage declares its worker loop next to its trainer
+(`stage1.trainer.train_stage1_ray`, `stage2.trainer.train_stage2_ray`), and every loop ends
+by checking that all ranks hold the same weights (`check_replicas`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from stc.core.runtime import init_ray
+
+
+class ReplicasDiverged(RuntimeError):
+    """The ranks of a distributed run hold different weights: their updates were not the same."""
+
+
+def all_reduce_mean(tensors: list, world: int) -> None:
+    """Average tensors across workers in one flat all-reduce (no-op for one worker)."""
+    if world <= 1 or not tensors:
+        return
+    import torch
+    import torch.distributed as dist
+
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def replicas_agree(tensors: Iterable, world: int) -> bool:
+    """True when every rank holds bit-identical `tensors` (a digest compared by all-reduce)."""
+    tensors = list(tensors)
+    if world <= 1:
+        return True
+    import torch
+    import torch.distributed as dist
+
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.detach().contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    device = tensors[0].device if tensors else torch.device("cpu")
+    lo = torch.tensor([int.from_bytes(digest.digest()[:7], "big")], dtype=torch.int64,
+                      device=device)
+    hi = lo.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return bool(lo.item() == hi.item())
+
+
+def check_replicas(model, world: int, run_dir: str | Path) -> None:
+    """Raise on every rank when the ranks' weights differ (a gradient left out of the
+    all-reduce, a rank-local buffer update): such a run's checkpoint is rank 0's alone."""
+    if not replicas_agree(model.state_dict().values(), world):
+        raise ReplicasDiverged(f"{run_dir}: the {world} training workers ended with different "
+                               "weights; this is a bug in the stage's distributed step, please "
+                               "report it (the checkpoint holds worker 0's weights)")
 
 
 # Worker output reaches the driver mixed with Ray's own; the driver (`stc train --workers`)
@@ -64,6 +117,9 @@ def fit(loop_per_worker: Callable[[dict[str, Any]], None], loop_config: dict[str
         run_config=RunConfig(name=name, storage_path=str(run_dir / "ray")),
     )
     trainer.fit()
+    # What ran it, beside the run's own records: a resumed run may use another count.
+    (run_dir / "ray_train.json").write_text(json.dumps(
+        {"name": name, "workers": workers, "gpu": gpu, "cpus_per_worker": cpus_per_worker}))
     # Ray Train 2 keeps metrics only alongside Ray checkpoints (we write our own), so the
     # record of the run is worker 0's metrics.jsonl.
     return last_metrics(run_dir)

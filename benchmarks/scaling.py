@@ -1,0 +1,154 @@
+"""How `stc curate` and `stc degrade` scale: 1 and 2 workers on a local Ray, and 1 and 2
+nodes of a real local Ray cluster (two raylets on 127.0.0.1, one CPU each, joined with
+`--address`), on the same inputs.
+
+Every run is the `stc` command line in its own process, as a user runs it; times are the
+pipeline's own `wall_seconds` (run_stats.json: from the first actor's start to the last row,
+model loading included, Ray's start excluded). Efficiency is speedup / workers, so 1.0 is
+linear. The per-step seconds per video of the 1-worker run are what docs/scale.md builds its
+cluster sizes from. Rows of the 1- and 2-node runs are compared: they must be identical.
+
+    .venv/bin/python benchmarks/scaling.py [VIDEOS_DIR] [--config default] [--limit N]
+        [--out benchmarks/results/scaling.json]
+
+Prints one JSON object (and writes it to --out). The load average before and after is
+recorded: on a machine shared with other work the 2-worker numbers are lower bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
+STC = [sys.executable, "-m", "stc.pipelines.cli"]
+
+
+def stc(*args: str) -> dict:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    run = subprocess.run([*STC, *args, "--json"], capture_output=True, text=True, env=env,
+                         cwd=ROOT)
+    if run.returncode not in (0, 1):
+        raise RuntimeError(f"stc {' '.join(args)} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout)
+
+
+def curate(inputs: str, out: Path, config: str, limit: int | None, ray: list[str]) -> dict:
+    extra = ["--limit", str(limit)] if limit else []
+    s = stc("curate", inputs, "--out", str(out), "--config", config, *extra, *ray)
+    frames = s.get("input_frames") or 0
+    return {"videos": s["processed"], "input_frames": frames, "wall_seconds": s["wall_seconds"],
+            "videos_per_s": round(s["processed"] / s["wall_seconds"], 4),
+            "input_frames_per_s": round(frames / s["wall_seconds"], 2),
+            "nodes": len(s["nodes"]), "items_per_node": sorted(s["nodes"].values()),
+            "steps": {k: v["seconds_per_item"] for k, v in s["steps"].items()},
+            "status": s.get("status")}
+
+
+def degrade(cur: Path, out: Path, window: int, size: int, windows: int, ray: list[str]) -> dict:
+    s = stc("degrade", str(cur), "--out", str(out), "--recipe", "bfvr", "--seed", "0",
+            "--window", str(window), "--size", str(size), "--max-windows", str(windows), *ray)
+    return {"clips": s["processed_clips"], "pairs": s["new_pairs"], "frames": s["new_frames"],
+            "wall_seconds": s["wall_seconds"],
+            "pairs_per_s": round(s["new_pairs"] / s["wall_seconds"], 4),
+            "frames_per_s": round(s["new_frames"] / s["wall_seconds"], 2),
+            "bytes_per_pair": s["bytes_per_pair"], "nodes": len(s["nodes"]),
+            "items_per_node": sorted(s["nodes"].values())}
+
+
+def efficiency(one: dict, two: dict, rate: str) -> float:
+    return round(two[rate] / one[rate] / 2, 3)
+
+
+def same_rows(a: Path, b: Path, kind: str) -> bool:
+    from stc.manifests.clips import CLIP_SCHEMA
+    from stc.manifests.io import read_manifest
+    from stc.manifests.pairs import PAIRS_SCHEMA
+
+    if kind == "clips":
+        return read_manifest(a / "manifest.parquet", CLIP_SCHEMA).equals(
+            read_manifest(b / "manifest.parquet", CLIP_SCHEMA))
+    drop = "lq_path_or_shard"          # shard file names carry a time stamp
+    return read_manifest(a / "pairs.parquet", PAIRS_SCHEMA).drop(columns=drop).equals(
+        read_manifest(b / "pairs.parquet", PAIRS_SCHEMA).drop(columns=drop))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("videos", nargs="?", default=str(DEFAULT_VIDEOS))
+    ap.add_argument("--config", default="default")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--window", type=int, default=24)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--max-windows", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="stc-scaling-"))
+    runs: dict[str, dict] = {"curate": {}, "degrade": {}}
+
+    def both(name: str, ray: list[str]) -> None:
+        t0 = time.perf_counter()
+        runs["curate"][name] = curate(args.videos, tmp / name / "cur", args.config, args.limit, ray)
+        runs["degrade"][name] = degrade(tmp / name / "cur", tmp / name / "pairs", args.window,
+                                        args.size, args.max_windows, ray)
+        print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    both("1_worker", ["--num-cpus", "2", "--workers", "1"])
+    both("2_workers", ["--num-cpus", "2", "--workers", "2"])
+
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 100 << 20}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    try:
+        both("1_node", ["--address", cluster.address])
+        cluster.add_node(**node)
+        cluster.wait_for_nodes()
+        both("2_nodes", ["--address", cluster.address])
+    finally:
+        cluster.shutdown()
+    load_after = os.getloadavg()
+
+    c, d = runs["curate"], runs["degrade"]
+    result = {
+        "benchmark": "scaling",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_avg_1m_before": round(load_before[0], 2),
+                    "load_avg_1m_after": round(load_after[0], 2),
+                    "shared": load_before[0] > 1.5 or load_after[0] > 1.5},
+        "inputs": {"videos": args.videos, "config": args.config, "limit": args.limit},
+        "degrade_settings": {"recipe": "bfvr", "window": args.window, "size": args.size,
+                             "max_windows": args.max_windows},
+        "curate": c,
+        "degrade": d,
+        "efficiency": {
+            "curate_2_workers": efficiency(c["1_worker"], c["2_workers"], "videos_per_s"),
+            "curate_2_nodes": efficiency(c["1_node"], c["2_nodes"], "videos_per_s"),
+            "degrade_2_workers": efficiency(d["1_worker"], d["2_workers"], "pairs_per_s"),
+            "degrade_2_nodes": efficiency(d["1_node"], d["2_nodes"], "pairs_per_s"),
+        },
+        "identical_rows_1_vs_2_nodes": {
+            "curate": same_rows(tmp / "1_node" / "cur", tmp / "2_nodes" / "cur", "clips"),
+            "degrade": same_rows(tmp / "1_node" / "pairs", tmp / "2_nodes" / "pairs", "pairs"),
+        },
+        "goal_efficiency": 0.8,
+    }
+    result["meets_goal"] = all(v >= 0.8 for v in result["efficiency"].values())
+    text = json.dumps(result, indent=2)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
