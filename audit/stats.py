@@ -262,7 +262,9 @@ def clip_summary(manifest: ClipManifest | pd.DataFrame, bins: int = DEFAULT_BINS
         "resolutions": {k: int(v) for k, v in resolutions.value_counts().head(10).items()},
         "kept_frames": int(pd.to_numeric(df.loc[df["status"] == "kept", "clip_num_frames"])
                            .fillna(0).sum()),
-        "kept_hours": _num(pd.to_numeric(df.loc[df["status"] == "kept", "duration"])
+        # A source gives several clips: the hours are the kept clips' own, not their sources'.
+        "kept_hours": _num((pd.to_numeric(df.loc[df["status"] == "kept", "clip_num_frames"])
+                            / pd.to_numeric(df.loc[df["status"] == "kept", "clip_fps"]))
                            .fillna(0).sum() / 3600),
         "metrics": {m.name: metric_stats(df, m, bins, config) for m in CLIP_METRICS},
         "per_source": None,

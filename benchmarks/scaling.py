@@ -5,7 +5,9 @@ nodes of a real local Ray cluster (two raylets on 127.0.0.1, one CPU each, joine
 Every run is the `stc` command line in its own process, as a user runs it; times are the
 pipeline's own `wall_seconds` (run_stats.json: from the first actor's start to the last row,
 model loading included, Ray's start excluded). Efficiency is speedup / workers, so 1.0 is
-linear. The per-step seconds per video of the 1-worker run are what docs/scale.md builds its
+linear; with a few inputs per worker, actor start-up weighs on it, so the steady-state
+efficiency is given too: a worker's seconds per item alone over its seconds per item with a
+second worker running (`item_seconds` of the run stats). The per-step seconds per video of the 1-worker run are what docs/scale.md builds its
 cluster sizes from. Rows of the 1- and 2-node runs are compared: they must be identical.
 
     .venv/bin/python benchmarks/scaling.py [VIDEOS_DIR] [--config default] [--limit N]
@@ -47,6 +49,7 @@ def curate(inputs: str, out: Path, config: str, limit: int | None, ray: list[str
     frames = s.get("input_frames") or 0
     return {"videos": s["processed"], "input_frames": frames, "wall_seconds": s["wall_seconds"],
             "videos_per_s": round(s["processed"] / s["wall_seconds"], 4),
+            "worker_seconds_per_video": round(s["item_seconds"] / max(1, s["processed"]), 3),
             "input_frames_per_s": round(frames / s["wall_seconds"], 2),
             "nodes": len(s["nodes"]), "items_per_node": sorted(s["nodes"].values()),
             "steps": {k: v["seconds_per_item"] for k, v in s["steps"].items()},
@@ -59,13 +62,21 @@ def degrade(cur: Path, out: Path, window: int, size: int, windows: int, ray: lis
     return {"clips": s["processed_clips"], "pairs": s["new_pairs"], "frames": s["new_frames"],
             "wall_seconds": s["wall_seconds"],
             "pairs_per_s": round(s["new_pairs"] / s["wall_seconds"], 4),
+            "worker_seconds_per_pair": round(s["item_seconds"] / max(1, s["new_pairs"]), 3),
             "frames_per_s": round(s["new_frames"] / s["wall_seconds"], 2),
             "bytes_per_pair": s["bytes_per_pair"], "nodes": len(s["nodes"]),
             "items_per_node": sorted(s["nodes"].values())}
 
 
 def efficiency(one: dict, two: dict, rate: str) -> float:
+    """End to end: speedup of the wall-clock rate over 1 worker, divided by 2."""
     return round(two[rate] / one[rate] / 2, 3)
+
+
+def steady(one: dict, two: dict, cost: str) -> float:
+    """Without startup: a worker's seconds per item alone / with a second worker beside it
+    (1.0: the two do not slow each other down)."""
+    return round(one[cost] / two[cost], 3)
 
 
 def same_rows(a: Path, b: Path, kind: str) -> bool:
@@ -136,6 +147,12 @@ def main() -> None:
             "curate_2_nodes": efficiency(c["1_node"], c["2_nodes"], "videos_per_s"),
             "degrade_2_workers": efficiency(d["1_worker"], d["2_workers"], "pairs_per_s"),
             "degrade_2_nodes": efficiency(d["1_node"], d["2_nodes"], "pairs_per_s"),
+        },
+        "steady_state_efficiency": {
+            "curate_2_workers": steady(c["1_worker"], c["2_workers"], "worker_seconds_per_video"),
+            "curate_2_nodes": steady(c["1_node"], c["2_nodes"], "worker_seconds_per_video"),
+            "degrade_2_workers": steady(d["1_worker"], d["2_workers"], "worker_seconds_per_pair"),
+            "degrade_2_nodes": steady(d["1_node"], d["2_nodes"], "worker_seconds_per_pair"),
         },
         "identical_rows_1_vs_2_nodes": {
             "curate": same_rows(tmp / "1_node" / "cur", tmp / "2_nodes" / "cur", "clips"),

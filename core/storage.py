@@ -38,6 +38,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Iterator, Union
 
@@ -186,9 +187,14 @@ def glob(base: Location, pattern: str) -> list[Location]:
         return sorted(p for p in base.glob(pattern) if p.is_file())
     fs, path = _fs(base)
     fs.invalidate_cache(path)
-    scheme = base.split("://", 1)[0]
     found = fs.glob(f"{path.rstrip('/')}/{pattern}", detail=True)
-    return sorted(f"{scheme}://{p}" for p, info in found.items() if info.get("type") == "file")
+    return sorted(_under(base, path, p) for p, info in found.items() if info.get("type") == "file")
+
+
+def _under(base: str, path: str, found: str) -> str:
+    # Backends spell their paths their own way (memory:// adds a leading "/"): results are
+    # built on the base as the user wrote it.
+    return join(base, found[len(path.rstrip("/")):])
 
 
 def find_files(base: Location) -> list[Location]:
@@ -198,16 +204,17 @@ def find_files(base: Location) -> list[Location]:
         return sorted(p for p in base.rglob("*") if p.is_file())
     fs, path = _fs(base)
     fs.invalidate_cache(path)
-    scheme = base.split("://", 1)[0]
-    return sorted(f"{scheme}://{p}" for p in fs.find(path))
+    return sorted(_under(base, path, p) for p in fs.find(path))
 
 
 def expand_glob(pattern: str) -> list[Location]:
     """The files a URL glob (`s3://raw/*/clip_*.mp4`) names, sorted."""
     fs, path = _fs(pattern)
-    scheme = pattern.split("://", 1)[0]
     fs.invalidate_cache()
-    return sorted(f"{scheme}://{p}" for p, info in fs.glob(path, detail=True).items()
+    cut = min(i for i in (pattern.find(c) for c in "*?[") if i >= 0)
+    base = pattern[:cut].rsplit("/", 1)[0]          # the literal folder before any wildcard
+    base_path = fs._strip_protocol(base)
+    return sorted(_under(base, base_path, p) for p, info in fs.glob(path, detail=True).items()
                   if info.get("type") == "file")
 
 
@@ -376,6 +383,20 @@ def output_lock(folder: Location, command: str, lease_seconds: float = 120.0):
     return ObjectLock(folder, command, lease_seconds)
 
 
+def _create(fs, path: str, data: bytes) -> None:
+    """Write `path` only if absent (FileExistsError otherwise)."""
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except TypeError:
+        # A backend whose pipe_file has no exclusive mode: check, then write. Two runs
+        # starting in the same instant could both pass; say so once.
+        warnings.warn(f"{type(fs).__name__} cannot create objects exclusively; the output lock "
+                      "only stops a run that starts while another one is running", stacklevel=3)
+        if fs.exists(path):
+            raise FileExistsError(path) from None
+        fs.pipe_file(path, data)
+
+
 class ObjectLock:
     """One writer per output URL: the object `OUT/.stc.lock`, created only if absent.
 
@@ -420,7 +441,7 @@ class ObjectLock:
         fs, path = _fs(self.url)
         for attempt in range(2):
             try:
-                fs.pipe_file(path, self._body(), mode="create")
+                _create(fs, path, self._body())
                 break
             except FileExistsError:
                 holder = self._holder()

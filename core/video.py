@@ -59,6 +59,9 @@ class VideoInfo:
     duration: float
     codec: str
     rotation: int          # degrees clockwise the frames must be turned for display
+    # `duration` is the picture's own: the video stream's, or the container's when it holds
+    # nothing else (an audio track may outlast the picture)
+    picture_duration: bool = True
 
 
 def _frame_rotation(frame) -> int:
@@ -139,17 +142,29 @@ def _check_not_cut(path: Path) -> None:
             "it again or remove it")
 
 
-def check_frame_count(info: "VideoInfo", decoded: int) -> None:
-    """TruncatedVideo when a decode gave clearly fewer frames than the container declares.
+def check_frame_count(info: "VideoInfo", decoded: int, last_time: float | None = None) -> None:
+    """TruncatedVideo when a decode ended clearly short of what the container declares.
 
-    Containers that declare no count are not judged. The slack (2% + 1 frame) absorbs edit
-    lists and decoder delay; a cut file misses far more."""
+    With a declared frame count (mp4, mov): fewer frames than it, beyond a slack of 2% + 1
+    frame for edit lists and decoder delay. Without one (mkv, webm): the last frame's time
+    `last_time` more than max(1 s, 5%) before the picture's declared duration (not judged
+    when only the container's duration is known and an audio track could outlast the
+    picture). A cut file misses far more."""
     declared = info.num_frames
-    if declared and decoded < declared * 0.98 - 1:
-        raise TruncatedVideo(
-            f"{info.path}: truncated: {decoded} of the {declared} frames its container declares "
-            f"could be decoded ({info.duration:.2f} s declared); the file was cut short or is "
-            "damaged: download it again or remove it")
+    if declared:
+        if decoded < declared * 0.98 - 1:
+            raise TruncatedVideo(
+                f"{info.path}: truncated: {decoded} of the {declared} frames its container "
+                f"declares could be decoded ({info.duration:.2f} s declared); the file was cut "
+                "short or is damaged: download it again or remove it")
+        return
+    if last_time is not None and info.picture_duration and info.duration > 0 and info.fps > 0:
+        covered = last_time + 1 / info.fps
+        if info.duration - covered > max(1.0, 0.05 * info.duration):
+            raise TruncatedVideo(
+                f"{info.path}: truncated: its frames end at {covered:.2f} s of the "
+                f"{info.duration:.2f} s its container declares; the file was cut short or is "
+                "damaged: download it again or remove it")
 
 
 def _open(path: str | Path):
@@ -180,11 +195,12 @@ def probe(path: str | Path) -> VideoInfo:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
-        duration = 0.0
+        duration, own = 0.0, True
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration:
             duration = container.duration / 1_000_000
+            own = len(container.streams) == 1
         width, height = stream.codec_context.width, stream.codec_context.height
         rotation = _rotation(container, stream)
         if rotation in (90, 270):
@@ -194,6 +210,7 @@ def probe(path: str | Path) -> VideoInfo:
         return VideoInfo(
             path=str(path), fps=fps, num_frames=int(stream.frames or 0), width=width,
             height=height, duration=duration, codec=stream.codec_context.name, rotation=rotation,
+            picture_duration=own,
         )
     finally:
         container.close()

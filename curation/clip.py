@@ -273,7 +273,7 @@ class ClipCurator:
             raise Stop("unreadable", f"{s.path}: no frame could be decoded; re-download or remove it")
         try:
             # Before too_short: a cut file is an error to fix, not a short clip to drop.
-            check_frame_count(info, s.num_frames)
+            check_frame_count(info, s.num_frames, s.times[-1] if s.times else None)
         except TruncatedVideo as exc:
             raise Stop("truncated", str(exc)) from None
         with self._timed(s, "shots"):

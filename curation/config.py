@@ -32,9 +32,10 @@ class ShotConfig:
     # together, so it only looks at the 50-frame blocks where the 48x27 frames it reads
     # jump: mean |frame - previous| (0-255) above `gate_always`, or above `gate_jump` and
     # `gate_ratio` x its median over the 12 frames either side (motion is sustained, a cut
-    # is a spike). `gate: false` runs it on every block.
+    # is a spike). Cuts measured 16-39, head motion in face-filling clips up to 12 with a
+    # ratio below 4 (curation.shots.gate_opens). `gate: false` runs it on every block.
     gate: bool = True
-    gate_jump: float = 6.0
+    gate_jump: float = 10.0
     gate_ratio: float = 4.0
     gate_always: float = 20.0
     content_threshold: float = 27.0   # scenedetect ContentDetector threshold (its default)

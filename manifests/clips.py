@@ -126,13 +126,11 @@ def _check_kept(row: Mapping[str, Any]) -> str | None:
 
 
 def _check_span(row: Mapping[str, Any]) -> str | None:
-    if not row["source_id"]:
-        return "row without source_id"
-    if row["clip_id"] == row["source_id"]:
-        return "kept source-level row" if row["status"] == "kept" else None
+    if row["shot_index"] is None:
+        return None         # a source-level row (or one written without shots)
     start, end = row["start_frame"], row["end_frame"]
-    if row["shot_index"] is None or start is None or end is None or not 0 <= start < end:
-        return f"clip row without a valid shot and frame span ({start}, {end})"
+    if not row["source_id"] or start is None or end is None or not 0 <= start < end:
+        return f"clip row without its source_id and frame span ({start}, {end})"
     return None
 
 

@@ -178,7 +178,7 @@ def read_table(path: Location, schema: ManifestSchema, validate: bool = True) ->
         part = [i for i, t in enumerate(tables) for _ in range(t.num_rows)]
         groups = table.column(schema.group).to_pylist()
         latest = dict(zip(groups, part))
-        keep = [i for i, (g, p) in enumerate(zip(groups, part)) if latest[g] == p]
+        keep = [i for i, (g, p) in enumerate(zip(groups, part)) if g is None or latest[g] == p]
         if len(keep) != len(groups):
             table = table.take(keep)
     keys = table.column(schema.key).to_pylist()

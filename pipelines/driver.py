@@ -110,6 +110,9 @@ class RunReport:
     step_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     step_items: Counter = field(default_factory=Counter)
     wall_seconds: float = 0.0
+    # Seconds workers spent on items (startup and model loading excluded): against the
+    # wall time it says how busy the workers were, what a scale model needs.
+    item_seconds: float = 0.0
     collected: list[dict[str, Any]] = field(default_factory=list)   # rows, when not in a manifest
 
     @property
@@ -122,6 +125,7 @@ class RunReport:
             "inputs": self.inputs, "processed": self.todo, "skipped_finished": self.skipped,
             "failed_inputs": self.failed_items, "rows": self.rows,
             "wall_seconds": round(self.wall_seconds, 3),
+            "item_seconds": round(self.item_seconds, 3),
             "this_run_status": dict(self.statuses),
             "nodes": dict(self.nodes),
             "steps": {s: {"items": self.step_items[s], "seconds": round(self.step_seconds[s], 3),
@@ -201,6 +205,7 @@ def _execute(p: Pipeline, todo: list[dict[str, Any]], report: RunReport, ray_opt
                 report.failed_items += 1
             if result.get("node"):
                 report.nodes[result["node"]] += 1
+            report.item_seconds += result.get("seconds") or 0.0
             if writer is not None:
                 writer.add_item(rows)
             else:

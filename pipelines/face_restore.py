@@ -26,6 +26,7 @@ face box are the input's (or its plain resize), bit for bit before encoding.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -195,6 +196,7 @@ class FaceStats:
     chunks: int = 0                # chunks with a face (model calls)
     crops: int = 0                 # face crops restored (tracks x chunks)
     model_seconds: float = 0.0
+    track_seconds: float = 0.0     # the first pass: decode, detect, link
     max_buffered: int = 0          # most decoded frames held at once (memory is bounded by it)
     boxes: list[dict] = field(default_factory=list)   # per (chunk, track): box and frames
 
@@ -228,7 +230,9 @@ class FaceVideoRestorer:
             if not present.any():
                 continue
             boxes = [Box(*b) for b in span[present]]
-            yield k, crop_box(boxes, width, height, self.opts.expand), present
+            box = crop_box(boxes, width, height, self.opts.expand)
+            if box[2] - box[0] >= 8:     # a face a few pixels wide has nothing to restore
+                yield k, box, present
 
     def enhance(self, src: str | Path, dst: str | Path, *, crf: float = 18,
                 preset: str = "medium", pix_fmt: str = "yuv420p",
@@ -236,13 +240,15 @@ class FaceVideoRestorer:
                 on_chunk: Callable[[int], None] | None = None) -> dict:
         """Restore the faces of `src` into `dst` (same fps, audio copied); returns stats."""
         info = probe(src)
+        t0 = time.perf_counter()
         num_frames, tracks = find_tracks(src, self.opts, self.detector, info.fps or 25.0)
+        track_seconds = time.perf_counter() - t0
         if self.opts.only_center_face:
             tracks = keep_center_face(tracks, info.width, info.height)
         up = self.opts.upscale
         W, H = info.width * up, info.height * up
         chunks = plan_chunks(num_frames, self.T, self.overlap)
-        stats = FaceStats(frames=num_frames, faces=len(tracks))
+        stats = FaceStats(frames=num_frames, faces=len(tracks), track_seconds=track_seconds)
         stats.frames_with_face = int((~np.isnan(tracks[:, :, 0])).any(axis=0).sum()) \
             if len(tracks) else 0
         # the chunks covering each frame: contiguous, since chunks are sorted by start

@@ -172,3 +172,25 @@ def test_cli_help_and_print_config():
     helptext = subprocess.run([sys.executable, "-m", "stc.pipelines.cli", "--help"], capture_output=True,
                               text=True, check=True).stdout
     assert "curate" in helptext
+
+
+def test_a_redone_source_replaces_all_its_old_rows(tmp_path):
+    """All rows of a source are one group: a retried source that now gives two clips
+    leaves no trace of its old source-level error row, and resume is keyed by source."""
+    from stc.manifests.io import ManifestWriter, finished_keys
+
+    def clip(sid, n, status="kept", reason="kept"):
+        return {"clip_id": f"{sid}_s000_t00_{n:02d}", "source_id": sid, "source_path": f"/v/{sid}.mp4",
+                "status": status, "reason": reason, "message": "", "clip_path": f"clips/{sid}_{n}.mp4",
+                "shot_index": 0, "track_index": 0, "start_frame": 100 * n, "end_frame": 100 * n + 50}
+
+    path = tmp_path / "manifest.parquet"
+    w = ManifestWriter(path, CLIP_SCHEMA)
+    w.add_item([{"clip_id": "a", "source_id": "a", "source_path": "/v/a.mp4", "status": "error",
+                 "reason": "unreadable", "message": "/v/a.mp4: gone", "clip_path": None}])
+    w.add_item([clip("b", 0), clip("b", 1, "error", "encode_failed")])
+    assert finished_keys(path, CLIP_SCHEMA, by="source_id") == {"a": "error", "b": "error"}
+    w.add_item([clip("a", 0), clip("a", 1)])          # the retry of source a
+    df = read_manifest(path, CLIP_SCHEMA)
+    assert sorted(df["clip_id"]) == ["a_s000_t00_00", "a_s000_t00_01", "b_s000_t00_00", "b_s000_t00_01"]
+    assert finished_keys(path, CLIP_SCHEMA, by="source_id") == {"a": "kept", "b": "error"}

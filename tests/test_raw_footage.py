@@ -18,7 +18,14 @@ import pytest
 from stc.core.video import probe, read_frames
 from stc.curation.config import FaceConfig, ShotConfig, TrackConfig
 from stc.curation.faces import Box, FaceDetector, FaceEmbedder
-from stc.curation.shots import detect_shots, make_detector, shots_between
+from stc.curation.shots import (
+    TRANSNET_SIZE,
+    detect_shots,
+    frame_jumps,
+    gate_opens,
+    make_detector,
+    shots_between,
+)
 from stc.curation.tracks import track_faces
 from stc.manifests.clips import CLIP_SCHEMA
 from stc.manifests.io import read_manifest
@@ -112,6 +119,23 @@ def test_gated_transnetv2_finds_the_cuts_a_full_run_finds(raw):
     assert (stats["blocks"], stats["blocks_run"], full_stats["blocks_run"]) == (3, 2, 3)
     assert [(s.start, s.end, s.score) for s in gated] == [(s.start, s.end, s.score) for s in full]
     assert [s.start for s in gated[1:]] == [60, 110] and all(s.score > 0.5 for s in gated[1:])
+
+
+def _jumps(frames):
+    thumbs = [cv2.resize(f, TRANSNET_SIZE, interpolation=cv2.INTER_AREA) for f in frames]
+    return [frame_jumps(a, b) for a, b in zip([None] + thumbs, thumbs)]
+
+
+def test_the_gate_opens_on_a_jump_cut_but_not_on_a_moving_talking_head(shared_videos):
+    # Head motion in face-filling clips (hdtf_4 turns fast at frames 68-73) never opens it...
+    for name in ("hdtf_3", "hdtf_4", "hdtf_6", "talkshow_2"):
+        j = _jumps(read_frames(shared_videos / f"{name}.mp4"))
+        assert not any(gate_opens(j, b, ShotConfig()) for b in range(len(j) // 50 + 1)), name
+    # ...a cut between two takes of the same person in front of the same wall does.
+    f = read_frames(shared_videos / "hdtf_1.mp4")
+    j = _jumps(np.concatenate([f[:60], f[120:180]]))
+    assert j[60] > 16
+    assert [b for b in range(3) if gate_opens(j, b, ShotConfig())] == [1]
 
 
 def test_scenedetect_finds_the_cuts_within_two_frames(raw):

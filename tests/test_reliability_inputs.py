@@ -182,7 +182,8 @@ def test_bad_inputs_each_become_clean_rows(made, curator, tmp_path):
     expect = {"empty": "unreadable", "text": "unreadable", "random": "unreadable",
               "dangling": "unreadable", "audio_only": "unreadable", "png": "too_short",
               "one_frame": "too_short", "no_face": "no_face", "cut_10": "truncated",
-              "cut_50": "truncated", "cut_90": "truncated", "cut_index_last": "truncated"}
+              "cut_50": "truncated", "cut_90": "truncated", "cut_index_last": "truncated",
+              "cut": "truncated"}       # an mkv declares no frame count, only a duration
     inputs = sorted(p for p in d.iterdir() if p.suffix in (".mp4", ".mkv", ".webm")
                     and p.name != "whole.mkv")
     assert len(inputs) == 18

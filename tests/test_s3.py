@@ -32,7 +32,6 @@ from stc.pipelines.driver import SettingsChanged
 from .conftest import ROOT
 from .test_cluster import short_inputs
 
-pytestmark = pytest.mark.slow
 STC = [sys.executable, "-m", "stc.pipelines.cli"]
 
 
@@ -88,6 +87,51 @@ def by_name(df) -> dict[tuple[str, str], dict]:
             for r in df.to_dict("records")}
 
 
+def test_storage_layer_names_reads_and_stages_local_and_urls(tmp_path, monkeypatch):
+    """The same calls on a local folder and on a URL (fsspec's memory://)."""
+    monkeypatch.setenv("STC_CACHE_DIR", str(tmp_path / "cache"))
+    for base in (tmp_path / "out", "memory://bucket/out"):
+        assert storage.join(base, "a", "b.txt") == (Path(base) / "a" / "b.txt" if isinstance(base, Path)
+                                                   else "memory://bucket/out/a/b.txt")
+        storage.write_text(storage.join(base, "a", "b.txt"), "one")
+        storage.write_bytes(storage.join(base, "c.bin"), b"\x00\x01")
+        assert storage.read_text(storage.join(base, "a", "b.txt")) == "one"
+        assert storage.listdir(base) == ["a", "c.bin"]
+        assert [storage.relative(p, base) for p in storage.find_files(base)] == ["a/b.txt", "c.bin"]
+        assert [storage.name(p) for p in storage.glob(base, "*/*.txt")] == ["b.txt"]
+        assert storage.isdir(storage.join(base, "a")) and not storage.exists(storage.join(base, "x"))
+        with storage.local_input(storage.join(base, "a", "b.txt")) as local:
+            assert local.read_text() == "one" and local.name == "b.txt"
+        with storage.local_output(storage.join(base, "d.txt")) as local:
+            local.write_text("two")
+        assert storage.read_text(storage.join(base, "d.txt")) == "two"
+        # A cached copy follows the object: a changed object is fetched again.
+        first = storage.cached_input(storage.join(base, "d.txt"))
+        storage.write_text(storage.join(base, "d.txt"), "three!")
+        assert first.read_text() == "two" or isinstance(base, Path)
+        assert storage.cached_input(storage.join(base, "d.txt")).read_text() == "three!"
+        storage.remove(storage.join(base, "d.txt"))
+        storage.remove(storage.join(base, "d.txt"))              # missing: fine
+        assert not storage.exists(storage.join(base, "d.txt"))
+    # Inputs named by URL: a prefix (recursive, videos only), a glob, a .txt list of URLs.
+    from stc.pipelines.inputs import gather_inputs
+
+    for rel in ("raw/a.mp4", "raw/sub/b.MOV", "raw/notes.txt", "other/c.mp4"):
+        storage.write_bytes(f"memory://bucket/{rel}", b"")
+    storage.write_text("memory://bucket/list.txt", "# two\nraw/a.mp4\nmemory://bucket/other/c.mp4\n")
+    assert gather_inputs(["memory://bucket/raw/"]) == [
+        ("memory://bucket/raw/a.mp4", "raw"), ("memory://bucket/raw/sub/b.MOV", "raw")]
+    assert [p for p, _ in gather_inputs(["memory://bucket/*/*.mp4"])] == [
+        "memory://bucket/other/c.mp4", "memory://bucket/raw/a.mp4"]
+    assert gather_inputs(["memory://bucket/list.txt"]) == [
+        ("memory://bucket/other/c.mp4", "list"), ("memory://bucket/raw/a.mp4", "list")]
+    assert gather_inputs(["memory://bucket/gone.mp4"]) == [("memory://bucket/gone.mp4", "bucket")]
+    assert storage.is_url("s3://raw/x.mp4") and not storage.is_url("file:///tmp/x")
+    assert storage.location("file:///tmp/x") == Path("/tmp/x")
+    assert storage.parent("s3://raw/a/x.mp4") == "s3://raw/a" and storage.stem("s3://raw/x.mp4") == "x"
+
+
+@pytest.mark.slow
 def test_curate_degrade_train_on_s3_match_local(s3, tmp_path):
     local_raw = short_inputs(tmp_path / "raw", frames=32)
     for f in local_raw.iterdir():
@@ -170,6 +214,7 @@ def test_curate_degrade_train_on_s3_match_local(s3, tmp_path):
     assert list(Path(s3["STC_CACHE_DIR"]).glob("*.mp4"))        # clips came through the cache
 
 
+@pytest.mark.slow
 def test_object_lock_is_exclusive_and_a_dead_holder_expires(s3):
     url = "s3://cur/locked-run"
     first = ObjectLock(url, "stc curate first", lease_seconds=60).acquire()
