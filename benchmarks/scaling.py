@@ -5,9 +5,11 @@ nodes of a real local Ray cluster (two raylets on 127.0.0.1, one CPU each, joine
 Every run is the `stc` command line in its own process, as a user runs it; times are the
 pipeline's own `wall_seconds` (run_stats.json: from the first actor's start to the last row,
 model loading included, Ray's start excluded). Efficiency is speedup / workers, so 1.0 is
-linear; with a few inputs per worker, actor start-up weighs on it, so the steady-state
-efficiency is given too: a worker's seconds per item alone over its seconds per item with a
-second worker running (`item_seconds` of the run stats). The per-step seconds per video of the 1-worker run are what docs/scale.md builds its
+linear. Settings alternate and repeat (--repeat, median kept) so that load from other work
+hits both sides alike. CPU seconds per item (workers' and their ffmpeg children's, from the
+run stats) do not depend on that load: they are the costs docs/scale.md sizes clusters
+with, and their ratio (`cpu_efficiency`) says whether the work itself gets dearer when two
+workers share the machine. The per-step seconds per video of the 1-worker run are what docs/scale.md builds its
 cluster sizes from. Rows of the 1- and 2-node runs are compared: they must be identical.
 
     .venv/bin/python benchmarks/scaling.py [VIDEOS_DIR] [--config default] [--limit N]
@@ -43,40 +45,52 @@ def stc(*args: str) -> dict:
     return json.loads(run.stdout)
 
 
+def _common(s: dict, items: int, load: float) -> dict:
+    wall = s["wall_seconds"]
+    return {"wall_seconds": wall, "worker_seconds_per_item": round(s["item_seconds"] / max(1, items), 3),
+            "cpu_seconds_per_item": round(s["item_cpu_seconds"] / max(1, items), 3),
+            "nodes": len(s["nodes"]), "items_per_node": sorted(s["nodes"].values()),
+            "load_avg_1m": round(load, 2)}
+
+
 def curate(inputs: str, out: Path, config: str, limit: int | None, ray: list[str]) -> dict:
     extra = ["--limit", str(limit)] if limit else []
+    load = os.getloadavg()[0]
     s = stc("curate", inputs, "--out", str(out), "--config", config, *extra, *ray)
     frames = s.get("input_frames") or 0
-    return {"videos": s["processed"], "input_frames": frames, "wall_seconds": s["wall_seconds"],
+    return {"videos": s["processed"], "input_frames": frames,
             "videos_per_s": round(s["processed"] / s["wall_seconds"], 4),
-            "worker_seconds_per_video": round(s["item_seconds"] / max(1, s["processed"]), 3),
             "input_frames_per_s": round(frames / s["wall_seconds"], 2),
-            "nodes": len(s["nodes"]), "items_per_node": sorted(s["nodes"].values()),
-            "steps": {k: v["seconds_per_item"] for k, v in s["steps"].items()},
-            "status": s.get("status")}
+            **_common(s, s["processed"], load),
+            "steps": {k: v["seconds_per_item"] for k, v in s["steps"].items()}}
 
 
 def degrade(cur: Path, out: Path, window: int, size: int, windows: int, ray: list[str]) -> dict:
+    load = os.getloadavg()[0]
     s = stc("degrade", str(cur), "--out", str(out), "--recipe", "bfvr", "--seed", "0",
             "--window", str(window), "--size", str(size), "--max-windows", str(windows), *ray)
-    return {"clips": s["processed_clips"], "pairs": s["new_pairs"], "frames": s["new_frames"],
-            "wall_seconds": s["wall_seconds"],
-            "pairs_per_s": round(s["new_pairs"] / s["wall_seconds"], 4),
-            "worker_seconds_per_pair": round(s["item_seconds"] / max(1, s["new_pairs"]), 3),
+    pairs = s["new_pairs"]
+    return {"clips": s["processed_clips"], "pairs": pairs, "frames": s["new_frames"],
+            "pairs_per_s": round(pairs / s["wall_seconds"], 4),
             "frames_per_s": round(s["new_frames"] / s["wall_seconds"], 2),
-            "bytes_per_pair": s["bytes_per_pair"], "nodes": len(s["nodes"]),
-            "items_per_node": sorted(s["nodes"].values())}
+            "bytes_per_pair": s["bytes_per_pair"], **_common(s, pairs, load)}
+
+
+def median_run(runs: list[dict], rate: str) -> dict:
+    """The run with the median rate (of two: the faster), its own numbers, not a mix of runs."""
+    ordered = sorted(runs, key=lambda r: r[rate])
+    return {**ordered[len(ordered) // 2], "repeats": [r[rate] for r in runs]}
 
 
 def efficiency(one: dict, two: dict, rate: str) -> float:
-    """End to end: speedup of the wall-clock rate over 1 worker, divided by 2."""
+    """End to end: the wall-clock rate of two over the rate of one, divided by 2."""
     return round(two[rate] / one[rate] / 2, 3)
 
 
-def steady(one: dict, two: dict, cost: str) -> float:
-    """Without startup: a worker's seconds per item alone / with a second worker beside it
-    (1.0: the two do not slow each other down)."""
-    return round(one[cost] / two[cost], 3)
+def cpu_efficiency(one: dict, two: dict) -> float:
+    """CPU seconds per item alone / beside a second worker: 1.0 when the work itself does
+    not get dearer in parallel (memory bandwidth, caches), whatever the machine's load."""
+    return round(one["cpu_seconds_per_item"] / two["cpu_seconds_per_item"], 3)
 
 
 def same_rows(a: Path, b: Path, kind: str) -> bool:
@@ -100,37 +114,46 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=24)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--max-windows", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each setting (median kept)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="stc-scaling-"))
-    runs: dict[str, dict] = {"curate": {}, "degrade": {}}
+    raw: dict[str, dict[str, list[dict]]] = {"curate": {}, "degrade": {}}
 
-    def both(name: str, ray: list[str]) -> None:
+    def both(name: str, ray: list[str], rep: int) -> None:
         t0 = time.perf_counter()
-        runs["curate"][name] = curate(args.videos, tmp / name / "cur", args.config, args.limit, ray)
-        runs["degrade"][name] = degrade(tmp / name / "cur", tmp / name / "pairs", args.window,
-                                        args.size, args.max_windows, ray)
-        print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        where = tmp / f"{name}-{rep}"
+        raw["curate"].setdefault(name, []).append(
+            curate(args.videos, where / "cur", args.config, args.limit, ray))
+        raw["degrade"].setdefault(name, []).append(
+            degrade(where / "cur", where / "pairs", args.window, args.size, args.max_windows, ray))
+        print(f"{name} #{rep}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
-    both("1_worker", ["--num-cpus", "2", "--workers", "1"])
-    both("2_workers", ["--num-cpus", "2", "--workers", "2"])
+    # Alternating runs, so that a change in the machine's load hits both sides alike.
+    for rep in range(args.repeat):
+        both("1_worker", ["--num-cpus", "2", "--workers", "1"], rep)
+        both("2_workers", ["--num-cpus", "2", "--workers", "2"], rep)
 
     from ray.cluster_utils import Cluster
 
     node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 100 << 20}
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    head = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    pair = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
-        both("1_node", ["--address", cluster.address])
-        cluster.add_node(**node)
-        cluster.wait_for_nodes()
-        both("2_nodes", ["--address", cluster.address])
+        pair.add_node(**node)
+        pair.wait_for_nodes()
+        for rep in range(args.repeat):
+            both("1_node", ["--address", head.address], rep)
+            both("2_nodes", ["--address", pair.address], rep)
     finally:
-        cluster.shutdown()
+        pair.shutdown()
+        head.shutdown()
     load_after = os.getloadavg()
 
-    c, d = runs["curate"], runs["degrade"]
+    c = {k: median_run(v, "videos_per_s") for k, v in raw["curate"].items()}
+    d = {k: median_run(v, "pairs_per_s") for k, v in raw["degrade"].items()}
     result = {
         "benchmark": "scaling",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -140,6 +163,7 @@ def main() -> None:
         "inputs": {"videos": args.videos, "config": args.config, "limit": args.limit},
         "degrade_settings": {"recipe": "bfvr", "window": args.window, "size": args.size,
                              "max_windows": args.max_windows},
+        "repeats": args.repeat,
         "curate": c,
         "degrade": d,
         "efficiency": {
@@ -148,15 +172,15 @@ def main() -> None:
             "degrade_2_workers": efficiency(d["1_worker"], d["2_workers"], "pairs_per_s"),
             "degrade_2_nodes": efficiency(d["1_node"], d["2_nodes"], "pairs_per_s"),
         },
-        "steady_state_efficiency": {
-            "curate_2_workers": steady(c["1_worker"], c["2_workers"], "worker_seconds_per_video"),
-            "curate_2_nodes": steady(c["1_node"], c["2_nodes"], "worker_seconds_per_video"),
-            "degrade_2_workers": steady(d["1_worker"], d["2_workers"], "worker_seconds_per_pair"),
-            "degrade_2_nodes": steady(d["1_node"], d["2_nodes"], "worker_seconds_per_pair"),
+        "cpu_efficiency": {
+            "curate_2_workers": cpu_efficiency(c["1_worker"], c["2_workers"]),
+            "curate_2_nodes": cpu_efficiency(c["1_node"], c["2_nodes"]),
+            "degrade_2_workers": cpu_efficiency(d["1_worker"], d["2_workers"]),
+            "degrade_2_nodes": cpu_efficiency(d["1_node"], d["2_nodes"]),
         },
         "identical_rows_1_vs_2_nodes": {
-            "curate": same_rows(tmp / "1_node" / "cur", tmp / "2_nodes" / "cur", "clips"),
-            "degrade": same_rows(tmp / "1_node" / "pairs", tmp / "2_nodes" / "pairs", "pairs"),
+            "curate": same_rows(tmp / "1_node-0" / "cur", tmp / "2_nodes-0" / "cur", "clips"),
+            "degrade": same_rows(tmp / "1_node-0" / "pairs", tmp / "2_nodes-0" / "pairs", "pairs"),
         },
         "goal_efficiency": 0.8,
     }

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+import resource
 import time
 import traceback
 from contextlib import contextmanager
@@ -182,6 +183,7 @@ class ClipCurator:
         base = {"clip_id": source_id, "source_id": source_id, "source_path": str(source_path),
                 "source": source, "clip_path": None}
         s = SourceState(str(source_path), source_id, base, {})
+        cpu0 = _cpu_seconds()
         try:
             with self._timed(s, "probe"):
                 self.probe(s)
@@ -203,6 +205,9 @@ class ClipCurator:
                      "message": f"{source_path}: unexpected {tail}; please report it with this file"}]
         if len(rows) == 1 and rows[0]["clip_id"] == source_id:
             rows[0].update(self._source_facts(s))
+        # CPU seconds of this process (all its threads) and of the ffmpeg it ran: what the
+        # source cost on an idle machine, however busy this one is.
+        s.timings["cpu"] = _cpu_seconds() - cpu0
         return rows, s.timings
 
     @contextmanager
@@ -523,6 +528,12 @@ class ClipCurator:
         c.row.update(status="kept", reason="kept", message="", clip_path=rel,
                      clip_size=cfg.crop.size, clip_num_frames=meter.frames, clip_fps=s.info.fps,
                      motion_intensity=meter.intensity, motion_sum=meter.total)
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _largest_only(tracks: list[Track]) -> list[Track]:

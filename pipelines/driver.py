@@ -34,7 +34,7 @@ from stc.core.fs import (
     disk_full_error,
     is_disk_full,
 )
-from stc.core.runtime import RayOptions, init_ray, map_items
+from stc.core.runtime import RayOptions, cpu_seconds, init_ray, map_items
 from stc.core.storage import Location
 from stc.manifests.io import ManifestWriter, compact
 from stc.manifests.schema import ManifestSchema
@@ -113,6 +113,7 @@ class RunReport:
     # Seconds workers spent on items (startup and model loading excluded): against the
     # wall time it says how busy the workers were, what a scale model needs.
     item_seconds: float = 0.0
+    item_cpu_seconds: float = 0.0          # their CPU time, ffmpeg children included
     collected: list[dict[str, Any]] = field(default_factory=list)   # rows, when not in a manifest
 
     @property
@@ -126,6 +127,7 @@ class RunReport:
             "failed_inputs": self.failed_items, "rows": self.rows,
             "wall_seconds": round(self.wall_seconds, 3),
             "item_seconds": round(self.item_seconds, 3),
+            "item_cpu_seconds": round(self.item_cpu_seconds, 3),
             "this_run_status": dict(self.statuses),
             "nodes": dict(self.nodes),
             "steps": {s: {"items": self.step_items[s], "seconds": round(self.step_seconds[s], 3),
@@ -206,6 +208,7 @@ def _execute(p: Pipeline, todo: list[dict[str, Any]], report: RunReport, ray_opt
             if result.get("node"):
                 report.nodes[result["node"]] += 1
             report.item_seconds += result.get("seconds") or 0.0
+            report.item_cpu_seconds += result.get("cpu_seconds") or 0.0
             if writer is not None:
                 writer.add_item(rows)
             else:
@@ -268,7 +271,7 @@ def _bytes_needed(p: Pipeline, report: RunReport, total: int) -> float | None:
 def _in_process(p: Pipeline, todo: list[dict[str, Any]]):
     worker = p.worker(**p.worker_kwargs)
     for item in todo:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         try:
             result = {"ok": True, "payload": worker(item)}
         except (KeyboardInterrupt, MemoryError):
@@ -278,4 +281,5 @@ def _in_process(p: Pipeline, todo: list[dict[str, Any]]):
                 raise
             result = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         result["seconds"] = time.perf_counter() - t0
+        result["cpu_seconds"] = cpu_seconds() - c0
         yield item, result
