@@ -21,6 +21,11 @@ makes from it), `shots` the shot detector, `faces` dlib detection and landmarks,
 linking (and face embeddings), `write` the clip transcodes (each decoding only its segment).
 
     .venv/bin/python benchmarks/curate_throughput.py [VIDEOS...] [--config default] [--workers 2]
+    .venv/bin/python benchmarks/curate_throughput.py --raw-footage     # 1280x720 raw-style inputs
+
+`--raw-footage` builds raw-style 1280x720 inputs from the shared clips first (as the tests
+do, tests/raw_footage.py): six clips joined with hard cuts, two people side by side, and a
+20 s single shot.
 
 Prints one JSON object (results: benchmarks/results/curate_throughput.json).
 """
@@ -52,19 +57,33 @@ from stc.pipelines.inputs import gather_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
+sys.path.insert(0, str(ROOT))
+
+
+def raw_footage_inputs(videos: Path, folder: Path) -> list[str]:
+    from tests import raw_footage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = [("hdtf_1.mp4", 100, 1.0), ("talkshow_1.mp4", 100, 1.4), ("hdtf_3.mp4", 100, 1.3),
+             ("talkshow_4.mp4", 100, 1.2), ("hdtf_6.mp4", 100, 0.9), ("talkshow_3.mp4", 100, 1.0)]
+    built = [raw_footage.joined(videos, folder / "cuts.mp4", parts),
+             raw_footage.side_by_side(videos, folder / "two.mp4", "hdtf_2.mp4", "hdtf_4.mp4", 200),
+             raw_footage.ping_pong(videos, folder / "long.mp4", "hdtf_5.mp4", 200, 500, 1.2)]
+    return [str(b.path) for b in built]
 
 
 def decode_frames(path: str) -> int:
     return sum(1 for _ in iter_frames(path))
 
 
-def bare_crop_encode(job: tuple[str, tuple[int, int, int, int], int, int, int, dict, str]) -> None:
-    """The transcode the pipeline rides on: decode, crop, scale, x264, nothing else."""
-    src, (x0, y0, x1, y1), start, end, size, enc, dst = job
-    pick = f"select=between(n\\,{start}\\,{end - 1}),setpts=PTS-STARTPTS," if start or end else ""
-    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", src,
-           "-vf", f"{pick}crop={x1 - x0}:{y1 - y0}:{x0}:{y0},scale={size}:{size}:flags=lanczos,setsar=1",
-           "-an", "-fps_mode", "passthrough", *(["-frames:v", str(end - start)] if end else []),
+def bare_crop_encode(job: tuple[str, tuple[int, int, int, int], float, int, int, dict, str]) -> None:
+    """The transcode the pipeline rides on: decode (from the keyframe before the clip),
+    crop, scale, x264, nothing else."""
+    src, (x0, y0, x1, y1), start_time, frames, size, enc, dst = job
+    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
+           *(["-ss", f"{start_time:.6f}"] if start_time > 0 else []), "-i", src,
+           "-vf", f"crop={x1 - x0}:{y1 - y0}:{x0}:{y0},scale={size}:{size}:flags=lanczos,setsar=1",
+           "-an", "-fps_mode", "passthrough", "-frames:v", str(frames),
            *x264_args(enc["crf"], enc["preset"], enc["pix_fmt"], enc["threads"], enc["keyint"]), dst]
     subprocess.run(cmd, check=True)
 
@@ -102,9 +121,16 @@ def main() -> None:
     ap.add_argument("--config", default="default")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--no-baseline", action="store_true", help="skip the before_issue_12 run")
+    ap.add_argument("--raw-footage", action="store_true",
+                    help="build 1280x720 raw-style inputs from the (first) VIDEOS folder and use them")
     args = ap.parse_args()
 
-    files = [p for p, _ in gather_inputs(args.videos)]
+    raw_dir = None
+    if args.raw_footage:
+        raw_dir = tempfile.TemporaryDirectory(prefix="stc-raw-")
+        files = raw_footage_inputs(Path(args.videos[0]), Path(raw_dir.name))
+    else:
+        files = [p for p, _ in gather_inputs(args.videos)]
     if not files:
         sys.exit(f"no videos in {args.videos}: point the benchmark at a folder of face videos")
     cfg = CurateConfig.load(args.config)
@@ -133,11 +159,12 @@ def main() -> None:
         manifest = read_manifest(tmp / "stc_curate" / "manifest.parquet", CLIP_SCHEMA)
         cropped = manifest[manifest["crop_x0"].notna()]
         jobs = [(r.source_path, (int(r.crop_x0), int(r.crop_y0), int(r.crop_x1), int(r.crop_y1)),
-                 int(r.start_frame), int(r.end_frame), cfg.crop.size, enc, str(tmp / f"bare_{i}.mp4"))
+                 float(r.start_time), int(r.end_frame - r.start_frame), cfg.crop.size, enc,
+                 str(tmp / f"bare_{i}.mp4"))
                 for i, r in enumerate(cropped.itertuples())]
         with ThreadPoolExecutor(args.workers) as pool:
             bare_s, _ = timed(lambda: list(pool.map(bare_crop_encode, jobs)))
-        bare_frames = sum(j[3] - j[2] for j in jobs)
+        bare_frames = sum(j[3] for j in jobs)
 
     decode_fps = total_frames / decode_s
     bare_fps = bare_frames / bare_s if bare_s else float("nan")
@@ -152,6 +179,7 @@ def main() -> None:
                     "ffmpeg": shutil.which("ffmpeg") or "imageio-ffmpeg",
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "config": args.config, "shots": cfg.shots.detector, "preset": cfg.encode.preset,
+        "inputs": "raw-style 1280x720 (tests/raw_footage.py)" if args.raw_footage else args.videos,
         "workers": args.workers, "videos": len(files), "input_frames": total_frames,
         "cropped_clips": len(jobs), "cropped_frames": bare_frames,
         "plain_decode": {"seconds": round(decode_s, 2), "fps": round(decode_fps, 1)},

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -185,6 +186,7 @@ def main() -> None:
         "goal_efficiency": 0.8,
     }
     result["meets_goal"] = all(v >= 0.8 for v in result["efficiency"].values())
+    shutil.rmtree(tmp, ignore_errors=True)
     text = json.dumps(result, indent=2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")

@@ -87,13 +87,6 @@ class FaceDetector:
         return sorted((b for b in boxes if b.area > 0), key=lambda b: -b.area)
 
 
-def count_other_faces(boxes: list[Box], ratio: float) -> int:
-    """Faces besides the main (largest) one that are at least `ratio` of its area."""
-    if len(boxes) < 2:
-        return 0
-    return sum(1 for b in boxes[1:] if b.area >= ratio * boxes[0].area)
-
-
 class FaceEmbedder:
     """dlib's 128-d face descriptor (ResNet, `dlib_face_recognition_resnet_model_v1`): two
     faces of one person are closer than 0.6. ~75 ms a face on one core, so trackers call it

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from stc.core import storage
 from stc.core.config import from_dict, to_dict, with_sets
 from stc.core.names import CLIP_MANIFEST, CURATE_CONFIG, RUN_STATS
 from stc.core.runtime import RayOptions
-from stc.curation.clip import ClipCurator, shots_file, source_id_for
+from stc.curation.clip import ClipCurator, source_id_for
 from stc.curation.config import CurateConfig
 from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts, source_counts
 from stc.manifests.io import finished_keys, read_manifest
@@ -43,21 +42,36 @@ class CurateWorker:
     """Ray actor: loads the models once, curates one source video per item into its rows.
 
     ffmpeg, PyAV and dlib need real files: an input URL is downloaded to a temp file for
-    the length of its item ("fetch"), and for a URL output the clips (and the shots file)
-    are written to a worker-local folder and uploaded ("store") before the rows are
-    returned, so a clip exists before the row that names it."""
+    the length of its item ("fetch"), and for a URL output the item's files (clips, the
+    shots file) are written to a temp folder and uploaded ("store") before the rows are
+    returned, so a clip exists before the row that names it. Both go with the item: Ray
+    ends actors without running their finalizers."""
 
     def __init__(self, config: dict[str, Any], out_dir: str):
         self.out = storage.location(out_dir)
-        self.local_out = (Path(tempfile.mkdtemp(prefix="stc-curate-")) if storage.is_url(self.out)
-                          else self.out)
-        self.curator = ClipCurator(from_dict(CurateConfig, config), self.local_out)
+        self.curator = ClipCurator(from_dict(CurateConfig, config), self.out if isinstance(
+            self.out, Path) else tempfile.gettempdir())
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         src = item["source_path"]
         if not storage.is_url(src) and not storage.is_url(self.out):
             rows, timings = self.curator(src, item["source_id"], item["source"])
             return {"rows": rows, "timings": timings}
+        if not storage.is_url(self.out):
+            return self._curate(item)
+        with tempfile.TemporaryDirectory(prefix="stc-curate-") as staging:
+            self.curator.out_dir = Path(staging)
+            result = self._curate(item)
+            t0 = time.perf_counter()
+            for f in sorted(Path(staging).rglob("*")):
+                if f.is_file():
+                    storage.upload(f, storage.join(self.out, f.relative_to(staging).as_posix()))
+            if "timings" in result:
+                result["timings"]["store"] = time.perf_counter() - t0
+            return result
+
+    def _curate(self, item: dict[str, Any]) -> dict[str, Any]:
+        src = item["source_path"]
         t0 = time.perf_counter()
         try:
             with storage.local_input(src) as local:
@@ -73,21 +87,7 @@ class CurateWorker:
             # Rows name the input as the user gave it, not the worker's temp copy.
             rows = [{k: v.replace(str(local), src) if isinstance(v, str) else v
                      for k, v in row.items()} for row in rows]
-        timings = {"fetch": fetch, **timings}
-        if storage.is_url(self.out):
-            t0 = time.perf_counter()
-            shots = shots_file(item["source_id"])
-            for rel in [r["clip_path"] for r in rows if r.get("clip_path")] + [shots]:
-                local_file = self.local_out / rel
-                if local_file.exists():
-                    storage.upload(local_file, storage.join(self.out, rel))
-                    local_file.unlink()
-            timings["store"] = time.perf_counter() - t0
-        return {"rows": rows, "timings": timings}
-
-    def __del__(self) -> None:
-        if storage.is_url(getattr(self, "out", None)):
-            shutil.rmtree(self.local_out, ignore_errors=True)
+        return {"rows": rows, "timings": {"fetch": fetch, **timings}}
 
 
 def _error_rows(item: dict[str, Any], message: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import pytest
 from stc.core.video import VideoError, crop_transcode, probe, read_frames
 from stc.curation.config import FaceConfig, SamplingConfig, SideFaceConfig, TextConfig
 from stc.curation.crop import crop_box, face_proportion
-from stc.curation.faces import Box, FaceDetector, count_other_faces, sample_indices
+from stc.curation.faces import Box, FaceDetector, sample_indices
 from stc.curation.motion import changed_pixels, motion_intensity
 from stc.curation.side_face import LandmarkPredictor, eye_nose_ratio, is_side_face, summarise
 from stc.curation.text import TextDetector
@@ -121,13 +121,6 @@ def test_crop_box_is_the_square_union_inside_the_frame():
     x0, y0, x1, y1 = crop_box([Box(0, 0, 501, 401)], 641, 481, expand=2.0)
     assert y0 == 0 and y1 - y0 == 480 and x1 - x0 == 480 and x1 <= 641
     assert face_proportion([Box(0, 0, 50, 50)], (0, 0, 100, 100)) == 0.25
-
-
-def test_other_faces_count_against_the_main_face():
-    main = Box(0, 0, 100, 100)
-    assert count_other_faces([main, Box(0, 0, 80, 80)], 0.5) == 1
-    assert count_other_faces([main, Box(0, 0, 30, 30)], 0.5) == 0
-    assert count_other_faces([main], 0.5) == 0
 
 
 # --- motion (paper Sec. 6.2) -----------------------------------------------------------

@@ -10,13 +10,15 @@ detector, landmarks and face embedding, PP-OCR, ffmpeg/x264, on Ray.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 
 from stc.core.video import probe, read_frames
-from stc.curation.config import FaceConfig, ShotConfig, TrackConfig
+from stc.curation.clip import ClipCurator
+from stc.curation.config import CurateConfig, FaceConfig, ShotConfig, TrackConfig
 from stc.curation.faces import Box, FaceDetector, FaceEmbedder
 from stc.curation.shots import (
     TRANSNET_SIZE,
@@ -266,3 +268,15 @@ def test_single_shot_talking_heads_keep_their_decisions(shared_videos, tmp_path,
                    "degraded_lq_1": ("rejected", "crop_too_small")}
     kept = df[df["status"] == "kept"].iloc[0]
     assert (kept["start_frame"], kept["end_frame"], kept["clip_num_frames"]) == (0, 200, 200)
+
+
+@pytest.mark.parametrize("mode, expect", [("reject", [("rejected", "multiple_faces")] * 2),
+                                          ("largest", [("kept", "kept")])])
+def test_multi_face_reject_and_largest_modes(raw, mode, expect):
+    """`reject` (the old behaviour) rejects both people of a two-person shot; `largest`
+    keeps one clip per moment, the larger face's."""
+    cfg = CurateConfig.load("fast")
+    cfg = replace(cfg, face=replace(cfg.face, multi_face=mode))
+    rows, _ = ClipCurator(cfg, raw["tmp"] / f"modes-{mode}")(str(raw["two"].path))
+    assert [(r["status"], r["reason"]) for r in rows] == expect, [r["message"] for r in rows]
+    assert all(r["multi_face_fraction"] == 1.0 for r in rows)
