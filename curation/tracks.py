@@ -138,6 +138,9 @@ class FaceTracker:
         self.last_looked = frame
         for o in [o for o in self.open if frame - o.last_frame > self.max_gap]:
             self._finish(o, o.last_frame + 1)
+        # Embeddings of frames no open track can link back to are never asked for again.
+        for key in [k for k in self._cache if frame - k[0] > self.max_gap]:
+            del self._cache[key]
         links = self._link(frame, list(boxes))
         linked = {d for _, d in links}
         for o, d in links:

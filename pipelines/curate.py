@@ -163,7 +163,8 @@ def format_funnel(funnel: dict[str, int], order: Iterable[str],
     for stage in order:
         n = funnel[stage]
         dropped = "" if prev is None else str(prev - n)
-        lines.append(f"{stage:<10} {n:>7} {100 * n / total:>6.1f}% {dropped:>8}")
+        label = "all rows" if stage == order[0] else stage     # clips, and clipless sources
+        lines.append(f"{label:<10} {n:>7} {100 * n / total:>6.1f}% {dropped:>8}")
         prev = n
     return "\n".join(lines)
 

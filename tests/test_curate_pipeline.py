@@ -56,7 +56,7 @@ def test_inputs_from_folders_globs_and_lists(tmp_path):
 
 def test_generated_and_broken_inputs_each_get_a_row(tmp_path, ray_session):
     inputs = tmp_path / "in"
-    broken = broken_inputs(inputs)
+    broken_inputs(inputs)
     noise_video(inputs / "faceless.mp4", frames=30)
     noise_video(inputs / "short.mp4", frames=5)
     missing = tmp_path / "gone.mp4"
@@ -84,7 +84,7 @@ def real_run(shared_videos, tmp_path_factory, ray_session):
     """One curation run over real clips plus made-up and broken ones."""
     tmp = tmp_path_factory.mktemp("real")
     inputs = tmp / "in"
-    broken = broken_inputs(inputs)
+    broken_inputs(inputs)
     # The shared clips have no burnt-in text, so the text case draws a caption onto
     # real frontal frames.
     frames = read_frames(shared_videos / "hdtf_2.mp4", 0, 48)
