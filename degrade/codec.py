@@ -73,15 +73,21 @@ def encode_lossless_rgb(frames: np.ndarray, fps: float, preset: str = "ultrafast
     return _encode(frames, fps, args, what)
 
 
-def decode_h264(data: bytes, what: str = "h264 stream") -> np.ndarray:
-    """Every frame of a raw H.264 stream as [T, H, W, 3] uint8 RGB."""
+def decode_video_bytes(data: bytes, what: str, fmt: str | None = None) -> np.ndarray:
+    """Every frame of an in-memory video (a container, or a raw stream of format `fmt`) as
+    [T, H, W, 3] uint8 RGB."""
     import av
 
     try:
-        with av.open(io.BytesIO(data), format="h264") as container:
+        with av.open(io.BytesIO(data), format=fmt) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     except av.error.FFmpegError as exc:
         raise VideoError(f"{what}: cannot decode ({exc})") from None
     if not frames:
         raise VideoError(f"{what}: no frames decoded")
     return np.stack(frames)
+
+
+def decode_h264(data: bytes, what: str = "h264 stream") -> np.ndarray:
+    """Every frame of a raw H.264 stream as [T, H, W, 3] uint8 RGB."""
+    return decode_video_bytes(data, what, "h264")

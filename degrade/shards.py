@@ -130,8 +130,18 @@ class ShardWriter:
         self._bytes = 0
         self._last = time.monotonic()
 
+    def _keep(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What of a pair the shard stores."""
+        return {k: row[k] for k in SHARD_SCHEMA.columns}
+
+    def _write(self, rows: list[Mapping[str, Any]]) -> Location:
+        path = storage.join(self.dir, new_part_name("shard"))
+        write_table(SHARD_SCHEMA.table(rows), path, row_group_size=ROW_GROUP_PAIRS,
+                    compression="none")
+        return path
+
     def add(self, row: Mapping[str, Any], extra: Any = None) -> list[tuple[str, int, Any]]:
-        self._rows.append({k: row[k] for k in SHARD_SCHEMA.columns})
+        self._rows.append(self._keep(row))
         self._extra.append(extra)
         self._bytes += len(row["hq"]) + len(row["lq"])
         if (self._bytes >= self.max_bytes or len(self._rows) >= self.max_pairs
@@ -144,10 +154,7 @@ class ShardWriter:
         self._last = time.monotonic()
         if not self._rows:
             return []
-        path = storage.join(self.dir, new_part_name("shard"))
-        table = SHARD_SCHEMA.table(self._rows)
-        write_table(table, path, row_group_size=ROW_GROUP_PAIRS, compression="none")
-        rel = storage.relative(path, self.out)
+        rel = storage.relative(self._write(self._rows), self.out)
         done = [(rel, i, e) for i, e in enumerate(self._extra)]
         self._rows, self._extra, self._bytes = [], [], 0
         return done

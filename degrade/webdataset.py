@@ -29,7 +29,6 @@ import io
 import json
 import tarfile
 import tempfile
-import time
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any, Mapping
@@ -39,9 +38,9 @@ import numpy as np
 from stc.core import storage
 from stc.core.storage import Location
 from stc.core.video import VideoError, resize_frames
-from stc.degrade.codec import decode_h264, encode_lossless_rgb
+from stc.degrade.codec import decode_h264, decode_video_bytes, encode_lossless_rgb
 from stc.degrade.recipe import replay
-from stc.degrade.shards import LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY, shard_dir
+from stc.degrade.shards import LQ_LOSSLESS, LQ_LOWRES, LQ_REPLAY, ShardWriter
 from stc.manifests.io import new_part_name
 
 TAR_GLOB = "shard-*.tar"
@@ -101,16 +100,7 @@ def mux_mp4(h264: bytes, fps: float, what: str) -> bytes:
 
 def decode_mp4(data: bytes, what: str) -> np.ndarray:
     """Every frame of an in-memory video file as [T, H, W, 3] uint8 RGB."""
-    import av
-
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except av.error.FFmpegError as exc:
-        raise VideoError(f"{what}: cannot decode ({exc})") from None
-    if not frames:
-        raise VideoError(f"{what}: no frames decoded")
-    return np.stack(frames)
+    return decode_video_bytes(data, what)
 
 
 def to_sample(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,44 +160,22 @@ def tar_bytes(rows: list[Mapping[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
-class TarShardWriter:
-    """`degrade.shards.ShardWriter` for tar shards: the same add/flush contract (flush
-    returns (shard path relative to out, sample index, extra) once the tar exists)."""
+class TarShardWriter(ShardWriter):
+    """`degrade.shards.ShardWriter` writing tar shards: the same buffering and add/flush
+    contract (flush returns (shard path relative to out, sample index, extra) once the tar
+    exists)."""
 
     pattern = TAR_GLOB
 
-    def __init__(self, out: Location, recipe: str, seed: int, max_bytes: int = 256 << 20,
-                 max_pairs: int = 512, flush_seconds: float = 300.0):
-        self.out = storage.location(out)
-        self.dir = shard_dir(self.out, recipe, seed)
-        storage.makedirs(self.dir)
-        self.max_bytes, self.max_pairs, self.flush_seconds = max_bytes, max_pairs, flush_seconds
-        self._rows: list[Mapping[str, Any]] = []
-        self._extra: list[Any] = []
-        self._bytes = 0
-        self._last = time.monotonic()
-
-    def add(self, row: Mapping[str, Any], extra: Any = None) -> list[tuple[str, int, Any]]:
+    def _keep(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
         if row.get("container") != CONTAINER:
             raise ValueError(f"pair {row['pair_id']}: tar shards take mp4 samples (to_sample)")
-        self._rows.append(row)
-        self._extra.append(extra)
-        self._bytes += len(row["hq"]) + len(row["lq"])
-        if (self._bytes >= self.max_bytes or len(self._rows) >= self.max_pairs
-                or time.monotonic() - self._last >= self.flush_seconds):
-            return self.flush()
-        return []
+        return row
 
-    def flush(self) -> list[tuple[str, int, Any]]:
-        self._last = time.monotonic()
-        if not self._rows:
-            return []
+    def _write(self, rows: list[Mapping[str, Any]]) -> Location:
         path = storage.join(self.dir, new_part_name("shard").replace(".parquet", ".tar"))
-        storage.write_bytes(path, tar_bytes(self._rows))
-        rel = storage.relative(path, self.out)
-        done = [(rel, i, e) for i, e in enumerate(self._extra)]
-        self._rows, self._extra, self._bytes = [], [], 0
-        return done
+        storage.write_bytes(path, tar_bytes(rows))
+        return path
 
 
 class TarShardReader:
