@@ -24,10 +24,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from stc.core import storage
+from stc.core.fs import OutsideRoot
 from stc.core.tensors import to_tensor
 from stc.core.video import probe, read_frames, resize_frames
 from stc.manifests.clips import CLIP_SCHEMA
-from stc.core.fs import OutsideRoot
 from stc.manifests.io import ManifestPaths, locate_manifest, read_manifest
 from stc.manifests.schema import ManifestError
 

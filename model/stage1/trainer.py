@@ -15,7 +15,6 @@ windows and gradients are averaged by one all-reduce per step.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import sys
 from pathlib import Path
@@ -95,12 +94,6 @@ class Stage1Trainer(TrainLoop):
         params = sum(p.numel() for p in self.model.parameters()) / 1e6
         return (f"{len(self.split.train)} training clip(s), {len(self.split.val)} validation "
                 f"window(s); {params:.2f} M parameters; device {self.device}")
-
-    def autocast(self):
-        # Mixed precision only on CUDA: bf16 needs no loss scaling; CPU runs stay float32.
-        if self.device.type == "cuda" and self.cfg.train.amp == "bf16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     # ---------------------------------------------------------- checkpoints
     def checkpoint_weights(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from stc.core.config import Rule, at_least, checks, fraction, in_range, load_config, positive
-from stc.model.stage1.config import ModelConfig
+from stc.model.stage1.config import ModelConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -82,22 +81,17 @@ class Stage2OptimConfig:
 
 
 @dataclass
-class Stage2TrainConfig:
+class Stage2TrainConfig(TrainConfig):
+    """Stage I's training settings (seed, EMA, bf16, bookkeeping intervals, the same sources)
+    with Stage II's schedule."""
+
     # Per curriculum step it is the step's `iterations` that counts (this is only the default).
     max_steps: int = 50_000              # [paper Sec. 4.1] 50,000 iterations
     # Optimiser batch = batch_size x grad_accum (x workers). [paper Sec. 4.1] batch 4 on
     # 4 GPUs; one process reaches the same batch with batch_size 1 and grad_accum 4.
-    batch_size: int = 1
+    # [authors] the authors' Stage II keeps an EMA of the weights (decay [stc] as Stage I's);
+    # checkpoints hold both, and the EMA weights are what a run exports.
     grad_accum: int = 4
-    seed: int = 0
-    # [authors] the authors' Stage II keeps an EMA of the weights; [stc] decay 0.999 (the
-    # value is not public). Checkpoints hold both; the EMA weights are what a run exports.
-    ema_decay: float = 0.999
-    amp: Literal["bf16", "none"] = "bf16"   # [stc] bf16 autocast on CUDA only
-    log_every: int = 50                  # [stc] bookkeeping intervals
-    val_every: int = 2000
-    ckpt_every: int = 5000
-    keep_checkpoints: int = 3
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:

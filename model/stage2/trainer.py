@@ -25,7 +25,6 @@ the step), not the continuation of the interrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import sys
 from pathlib import Path
@@ -128,11 +127,6 @@ class Stage2Trainer(TrainLoop):
                 f"validation clip(s) (pairs in {self.pairs_dir}); batch {t.batch_size} x "
                 f"{t.grad_accum} accumulated; {trainable:.2f} M trainable parameters; started "
                 f"from {self.init_from}; device {self.device}")
-
-    def autocast(self):
-        if self.device.type == "cuda" and self.cfg.train.amp == "bf16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     # ---------------------------------------------------------- checkpoints
     def checkpoint_weights(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -14,6 +14,7 @@ ranks call `report` (Ray Train expects every worker to report).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -87,6 +88,15 @@ class TrainLoop:
 
     def restore(self, ckpt: Path, state: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def autocast(self):
+        """bf16 autocast on CUDA when the config asks for it (no loss scaling needed); CPU
+        runs stay float32. Trainers set `self.device`."""
+        import torch
+
+        if self.device.type == "cuda" and self.tc.amp == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def describe(self) -> str:
         return ""
