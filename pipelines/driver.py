@@ -218,7 +218,8 @@ def _execute(p: Pipeline, todo: list[dict[str, Any]], report: RunReport, ray_opt
             for r in rows:
                 report.statuses[r.get("status", "ok")] += 1
             bar.update(1)
-            bar.set_postfix(dict(report.statuses), refresh=False)
+            # Redraw on the first result so "loading..." does not linger until the next one.
+            bar.set_postfix(dict(report.statuses), refresh=report.finished == 1)
             if _out_of_space(result, rows):
                 raise disk_full_error(_local_disk(p), _bytes_needed(p, report, len(todo)), resume)
     except DiskFull:
