@@ -57,9 +57,10 @@ def written(out: Path, rows: dict[str, str]) -> dict[str, bytes]:
 
 def test_narrow_clips_give_the_same_rows_and_bytes_in_any_order_and_worker(
         shared_videos, ray_session, tmp_path):
-    talk = sorted(shared_videos.glob("talkshow_*.mp4"))
+    # Resolved, as `stc curate` resolves its inputs: the rows record the path they read.
+    talk = sorted(p.resolve() for p in shared_videos.glob("talkshow_*.mp4"))
     assert len(talk) == 4
-    others = [shared_videos / n for n in ("hdtf_3.mp4", "degraded_lq_1.mp4", "hdtf_6.mp4")]
+    others = [(shared_videos / n).resolve() for n in ("hdtf_3.mp4", "degraded_lq_1.mp4", "hdtf_6.mp4")]
 
     out_a = tmp_path / "a"
     run_curate([str(p) for p in talk], out_a, workers=1, progress=False)
