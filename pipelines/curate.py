@@ -128,7 +128,7 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
                           retry_errors=retry_errors, allow_settings_change=allow_config_change,
                           ray=RayOptions(address, num_cpus, verbose), workers=workers,
                           progress=progress, extra_stats=lambda: _manifest_stats(manifest_path))
-    summary = {**report.stats(), **_manifest_stats(manifest_path)}
+    summary = {**report.stats(), **report.extra}
     summary["all_failed"] = report.all_failed
     if progress:
         print(format_funnel(summary["funnel"], FUNNEL, summary["sources"]), file=sys.stderr)

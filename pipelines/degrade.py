@@ -266,7 +266,7 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
     report = run_pipeline(pipeline, items, done, retry_errors=retry_errors,
                           ray=RayOptions(address, num_cpus, verbose), workers=workers,
                           progress=progress, extra_stats=run_stats)
-    summary = {**report.stats(), **run_stats(),
+    summary = {**report.stats(), **report.extra,
                "processed_clips": report.todo, "skipped_clips": report.skipped,
                "all_failed": report.all_failed or (report.todo > 0 and counts["pairs"] == 0)}
     print(f"stc degrade: {summary['new_pairs']} new pairs, {summary['new_error_clips']} new error "

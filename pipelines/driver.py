@@ -115,6 +115,7 @@ class RunReport:
     item_seconds: float = 0.0
     item_cpu_seconds: float = 0.0          # their CPU time, ffmpeg children included
     collected: list[dict[str, Any]] = field(default_factory=list)   # rows, when not in a manifest
+    extra: dict[str, Any] = field(default_factory=dict)             # the pipeline's extra_stats
 
     @property
     def all_failed(self) -> bool:
@@ -170,11 +171,11 @@ def run_pipeline(p: Pipeline, items: list[dict[str, Any]], done: Mapping[str, st
         report.wall_seconds = time.perf_counter() - t0
         if p.manifest is not None and p.schema is not None and todo:
             compact(p.manifest, p.schema)
+        # Computed once, after the last row: the caller's summary reuses it.
+        report.extra = extra_stats() if extra_stats else {}
         if p.stats_file is not None and todo:
-            stats = report.stats()
-            if extra_stats:
-                stats.update(extra_stats())
-            storage.write_text(p.stats_file, json.dumps(stats, indent=2))
+            storage.write_text(p.stats_file, json.dumps({**report.stats(), **report.extra},
+                                                        indent=2))
     return report
 
 
