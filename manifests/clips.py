@@ -43,13 +43,18 @@ REASONS: dict[str, tuple[str, str]] = {
 }
 
 # 2: one row per clip (source_id, shot_index, track_index, start/end frame and time)
-CLIP_SCHEMA_VERSION = 2
+# 3: source_hash and duplicate_paths (null in parts written before)
+CLIP_SCHEMA_VERSION = 3
 
 _fields = [
     ("clip_id", pa.string()),           # source_id_sSSS_tTT_PP; source_id for a clipless source
     ("source_id", pa.string()),         # the input's id: stem and a hash of its path
     ("source_path", pa.string()),
     ("source", pa.string()),            # dataset / source name, for per-source statistics
+    # BLAKE2b-256 of the input's bytes (core.content_hash): equal for byte-identical inputs,
+    # which are curated once, as the first of them in sorted order
+    ("source_hash", pa.string()),
+    ("duplicate_paths", pa.string()),   # JSON list of the other inputs with these bytes
     ("status", pa.string()),
     ("reason", pa.string()),
     ("message", pa.string()),
@@ -141,6 +146,7 @@ CLIP_SCHEMA = ManifestSchema(
     key="clip_id",
     row_checks=(_check_status, _check_kept, _check_span),
     group="source_id",
+    added=frozenset({"source_hash", "duplicate_paths"}),
 )
 
 

@@ -172,7 +172,7 @@ def read_table(path: Location, schema: ManifestSchema, validate: bool = True) ->
             raise ManifestError(f"{f} is not a readable Parquet file ({exc}); delete it and rerun") from exc
         if validate:
             schema.check_table(t, str(f))
-        tables.append(t.select(schema.columns).cast(schema.with_metadata()))
+        tables.append(schema.conform(t))
     table = pa.concat_tables(tables)
     if schema.group:
         part = [i for i, t in enumerate(tables) for _ in range(t.num_rows)]

@@ -31,6 +31,9 @@ class ManifestSchema:
     # Rows that are replaced together (e.g. all rows of one input): a reader takes a group's
     # rows from the latest part holding it only, so redoing an input drops its old rows.
     group: str | None = None
+    # Columns added after the first version: a part written before them lacks them and is
+    # read with nulls there (what "not recorded" means), not refused.
+    added: frozenset[str] = field(default=frozenset())
 
     @property
     def columns(self) -> list[str]:
@@ -52,6 +55,15 @@ class ManifestSchema:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ManifestError(f"{self.name} rows do not fit the schema: {exc}") from exc
 
+    def conform(self, table: pa.Table) -> pa.Table:
+        """`table`'s columns of this schema, in its order and types; an `added` column the
+        table lacks comes back null."""
+        for c in self.added:
+            if c not in table.column_names:
+                table = table.append_column(self.arrow.field(c),
+                                            pa.nulls(table.num_rows, self.arrow.field(c).type))
+        return table.select(self.columns).cast(self.with_metadata())
+
     def check_table(self, table: pa.Table, where: str) -> None:
         """Raise ManifestError naming `where` unless `table` fits this schema."""
         meta = table.schema.metadata or {}
@@ -64,15 +76,17 @@ class ManifestSchema:
                 f"{where} has {self.name} schema version {int(version)}, newer than this "
                 f"stc understands ({self.version}); upgrade stc"
             )
-        missing = [c for c in self.columns if c not in table.column_names]
+        missing = [c for c in self.columns if c not in table.column_names and c not in self.added]
         if missing:
             raise ManifestError(f"{where} lacks column(s) {missing} of the {self.name} manifest")
         for f in self.arrow:
+            if f.name not in table.column_names:
+                continue
             got = table.schema.field(f.name).type
             if got != f.type and not (pa.types.is_null(got)):
                 raise ManifestError(f"{where}: column {f.name!r} is {got}, expected {f.type}")
         if self.row_checks:
-            for i, row in enumerate(table.select(self.columns).to_pylist()):
+            for i, row in enumerate(self.conform(table).to_pylist()):
                 for check in self.row_checks:
                     msg = check(row)
                     if msg:

@@ -15,10 +15,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from stc.core import storage
 from stc.core.config import from_dict, to_dict, with_sets
+from stc.core.content_hash import content_hash, identical_groups
 from stc.core.names import CLIP_MANIFEST, CURATE_CONFIG, RUN_STATS
 from stc.core.runtime import RayOptions
 from stc.curation.clip import ClipCurator, source_id_for
@@ -56,7 +57,7 @@ class CurateWorker:
         src = item["source_path"]
         if not storage.is_url(src) and not storage.is_url(self.out):
             rows, timings = self.curator(src, item["source_id"], item["source"])
-            return {"rows": rows, "timings": timings}
+            return {"rows": _identified(rows, src, item, timings), "timings": timings}
         if not storage.is_url(self.out):
             return self._curate(item)
         with tempfile.TemporaryDirectory(prefix="stc-curate-") as staging:
@@ -77,6 +78,7 @@ class CurateWorker:
             with storage.local_input(src) as local:
                 fetch = time.perf_counter() - t0
                 rows, timings = self.curator(str(local), item["source_id"], item["source"])
+                rows = _identified(rows, local, item, timings)
         except OSError as exc:      # a missing object, no access, the network
             return {"rows": [{"clip_id": item["source_id"], "source_id": item["source_id"],
                               "source_path": src, "source": item["source"], "clip_path": None,
@@ -88,6 +90,31 @@ class CurateWorker:
             rows = [{k: v.replace(str(local), src) if isinstance(v, str) else v
                      for k, v in row.items()} for row in rows]
         return {"rows": rows, "timings": {"fetch": fetch, **timings}}
+
+
+def _identified(rows: list[dict[str, Any]], local: str | Path, item: dict[str, Any],
+                timings: dict[str, float]) -> list[dict[str, Any]]:
+    """`rows` with the source's content hash and the other inputs that hold its bytes."""
+    t0 = time.perf_counter()
+    try:
+        digest = content_hash(local)
+    except OSError:
+        digest = None           # unreadable: its row already says so
+    timings["hash"] = time.perf_counter() - t0
+    dups = json.dumps(item["duplicate_paths"]) if item.get("duplicate_paths") else None
+    return [{**r, "source_hash": digest, "duplicate_paths": dups} for r in rows]
+
+
+def merge_identical(items: list[dict[str, Any]], done: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Byte-identical inputs are one source: the first in sorted order (or the one a former
+    run finished, so a rerun resumes) is curated and names the others in `duplicate_paths`."""
+    by_path = {it["source_path"]: it for it in items}
+    dropped: set[str] = set()
+    for group in identical_groups(list(by_path)):
+        keep = next((p for p in group if by_path[p]["source_id"] in done), group[0])
+        by_path[keep]["duplicate_paths"] = sorted(str(p) for p in group if p != keep)
+        dropped |= {p for p in group if p != keep}
+    return [it for it in items if it["source_path"] not in dropped]
 
 
 def _error_rows(item: dict[str, Any], message: str) -> list[dict[str, Any]]:
@@ -114,6 +141,8 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
              for p, s in gather_inputs(inputs)]
     if not items:
         raise FileNotFoundError(f"no videos found in {inputs}; give folders, globs, .txt or .parquet lists")
+    done = finished_keys(manifest_path, CLIP_SCHEMA, by="source_id")
+    items = merge_identical(items, done)
     if limit is not None:
         items = items[:limit]
     pipeline = Pipeline(
@@ -124,7 +153,7 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
         settings=to_dict(cfg), settings_file=storage.join(out, CURATE_CONFIG),
         settings_hint="use a new --out, or --allow-config-change to continue anyway",
         stats_file=storage.join(out, RUN_STATS), loading="loading dlib and PP-OCR")
-    report = run_pipeline(pipeline, items, finished_keys(manifest_path, CLIP_SCHEMA, by="source_id"),
+    report = run_pipeline(pipeline, items, done,
                           retry_errors=retry_errors, allow_settings_change=allow_config_change,
                           ray=RayOptions(address, num_cpus, verbose), workers=workers,
                           progress=progress, extra_stats=lambda: _manifest_stats(manifest_path))
