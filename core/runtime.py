@@ -134,11 +134,13 @@ class _Actor:
                 "cpu_seconds": cpu_seconds() - c0}
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of the children it waited for (ffmpeg encodes): what an
-    item costs whatever else the machine runs, unlike its wall time."""
+def cpu_seconds(children: bool = True) -> float:
+    """CPU time of this process and (`children`) of the children it waited for (ffmpeg
+    encodes): what an item costs whatever else the machine runs, unlike its wall time."""
     import resource
 
+    if not children:
+        return time.process_time()
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + kids.ru_utime + kids.ru_stime
 
@@ -155,7 +157,7 @@ class WorkersFailed(RuntimeError):
 
 def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs: dict[str, Any],
               workers: int | None = None, num_cpus: float = 1, num_gpus: float = 0,
-              ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+              name: str | None = None) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Run `worker_cls(**constructor_kwargs)(item)` over `items` on a pool of Ray actors and
     yield (item, result) as items finish (not in input order).
 
@@ -182,7 +184,7 @@ def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs:
     if errors:
         for a in actors:
             ray.kill(a)
-        raise WorkersFailed(f"{worker_cls.__name__} could not start: {errors[0]}")
+        raise WorkersFailed(f"{name or worker_cls.__name__} could not start: {errors[0]}")
     queue = iter(items)
     pending: dict[Any, tuple[Any, dict[str, Any]]] = {}
 

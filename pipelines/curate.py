@@ -1,9 +1,10 @@
 """`stc curate`: raw videos -> cropped, filtered, scored clips and a Parquet manifest.
 
 A declaration on the shared driver (`pipelines.driver`): Ray actors each load dlib and
-PP-OCR once; an item is one source video, keyed by its `source_id`, and all the clip rows it
-gives land in `OUT/manifest.parquet/` as one part when it finishes, so an interrupted run
-keeps its work and a rerun skips finished sources. Per-step counts and times go to
+PP-OCR once; an item is one source video, keyed by its `source_id`; an actor curates a task
+of `--part-size` sources, writes their clips and then all their rows as one part of
+`OUT/manifest.parquet/` straight to the output, and the driver commits it, so an
+interrupted run keeps its work and a rerun skips finished sources. Per-step counts and times go to
 `OUT/run_stats.json`, not into the manifest, so the manifest of a rerun is identical.
 """
 
@@ -131,7 +132,7 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
                workers: int | None = None, retry_errors: bool = False,
                allow_config_change: bool = False, progress: bool = True,
                limit: int | None = None, verbose: bool = False,
-               sets: list[str] | None = None) -> dict[str, Any]:
+               sets: list[str] | None = None, part_items: int | None = None) -> dict[str, Any]:
     """Curate `inputs` into `out` (a folder or a URL); returns the run summary (also written
     to run_stats.json). `sets`: `a.b=value` overrides of the config."""
     out = storage.location(out)
@@ -152,11 +153,12 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
         manifest=manifest_path, schema=CLIP_SCHEMA,
         settings=to_dict(cfg), settings_file=storage.join(out, CURATE_CONFIG),
         settings_hint="use a new --out, or --allow-config-change to continue anyway",
-        stats_file=storage.join(out, RUN_STATS), loading="loading dlib and PP-OCR")
+        stats_file=storage.join(out, RUN_STATS), loading="loading dlib and PP-OCR",
+        part_items=part_items)
     report = run_pipeline(pipeline, items, done,
                           retry_errors=retry_errors, allow_settings_change=allow_config_change,
                           ray=RayOptions(address, num_cpus, verbose), workers=workers,
-                          progress=progress, extra_stats=lambda: _manifest_stats(manifest_path))
+                          progress=progress, extra_stats=lambda report: _manifest_stats(manifest_path))
     summary = {**report.stats(), **report.extra}
     summary["all_failed"] = report.all_failed
     if progress:
@@ -214,6 +216,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=non_negative_int, default=None,
                    help="only the first N inputs, in sorted order (default: all)")
     p.add_argument("--retry-errors", action="store_true", help="process error rows again")
+    p.add_argument("--part-size", type=positive_int, default=None,
+                   help="inputs per task: each task writes its inputs' rows as one manifest "
+                        "part (default: auto, up to 32)")
     p.add_argument("--allow-config-change", action="store_true",
                    help="continue an output folder made with another config")
     add_config_args(p)
@@ -231,7 +236,8 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     summary = run_curate(args.inputs, args.out, args.config, args.address, args.num_cpus,
                          args.workers, args.retry_errors, args.allow_config_change,
-                         limit=args.limit, verbose=args.verbose, sets=args.set)
+                         limit=args.limit, verbose=args.verbose, sets=args.set,
+                         part_items=args.part_size)
     if args.json:
         print(json.dumps(summary, indent=2))
     if summary["all_failed"]:

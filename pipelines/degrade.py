@@ -16,14 +16,15 @@ name, or a YAML file) and writes
   `DIR/runs/RECIPE-seedSEED.stats.json` (the last run's summary).
 
 CURATED_DIR and DIR may be URLs (s3://..., gs://...; `core.storage`): workers download a
-clip to a temp file to decode it, and the driver PUTs shards and manifest parts.
+clip to a temp file to decode it, and PUT their shards and manifest parts themselves.
 
 Several recipes and seeds can share one DIR (one run at a time: the folder is locked).
-Actors return whole clips; the driver writes a clip's shard, then all of the clip's manifest
-rows as one atomic part, so a clip is done only when all its pairs are durable. kill -9
-loses at most the clips in flight; a rerun skips the clips that have rows for this recipe
-and seed (error rows too, unless --retry-errors) and deletes shards a killed run wrote but
-never recorded.
+A task is `--part-size` clips (default: auto); its actor degrades them, packs their pairs
+into shards of up to `--shard-mb`, writes the shards, then all of the task's manifest rows
+as one part, and the driver commits the part (`pipelines.driver`): a clip is done only when
+all its pairs are durable. kill -9 loses at most the tasks not committed yet; a rerun skips
+the clips that have rows for this recipe and seed (error rows too, unless --retry-errors)
+and deletes shards and parts a killed run wrote but never committed.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +154,13 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
                 retry_errors: bool = False, limit: int = 0, shard_mb: float = 256,
                 progress: bool = True, verbose: bool = False,
                 format: str = "parquet", allow_outside: bool = False,
-                sets: list[str] | None = None) -> dict[str, Any]:
+                sets: list[str] | None = None, part_items: int | None = None) -> dict[str, Any]:
     """Degrade the kept clips of `manifest` into `out` (folders or URLs) as `format` shards
     (parquet, webdataset); returns the run summary."""
     if format not in SHARD_WRITERS:
         raise ConfigError(f"--format must be one of {sorted(SHARD_WRITERS)}, got {format!r}")
+    if not (math.isfinite(shard_mb) and shard_mb > 0):
+        raise ConfigError(f"--shard-mb must be a size in MB above 0, got {shard_mb}")
     opts = opts or WindowOptions()
     check_config(opts)
     rec = with_sets(load_recipe(recipe), sets, "--set (recipe)")
@@ -197,7 +200,6 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
     run_name = f"{rec.name}-seed{seed}"
     software = software_versions()
     shards = SHARD_WRITERS[format](out, rec.name, seed, max_bytes=int(shard_mb * (1 << 20)))
-    counts: Counter = Counter()
 
     def remove_orphans() -> None:
         # Shards a killed run wrote before recording their pairs: never read, made again.
@@ -206,26 +208,23 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
                 if storage.relative(f, out) not in used_shards:
                     storage.remove(f)
 
+    # to_rows and finish_part run in the workers: each has its own copy of `shards` and
+    # writes its own shards, packing the clips of a task up to --shard-mb.
     def to_rows(item: dict[str, Any], payload: dict[str, Any]) -> list[dict[str, Any]]:
         rows, extra = [], []
         for r in payload["rows"]:
             mrow = _manifest_row(r, digest, item["source"], software)
             if r["status"] == "ok":
-                counts["pairs"] += 1
-                counts["frames"] += r["num_frames"]
-                counts["hq_bytes"] += len(r["hq"])
-                counts["lq_bytes"] += len(r["lq"])
                 extra += shards.add(r, extra=mrow)
             else:
-                counts["error_clips"] += 1
                 rows.append(mrow)
-        # Flushed at the clip boundary: the clip's shard is durable before its rows are.
-        extra += shards.flush()
-        rows += [{**mrow, "lq_path_or_shard": rel, "shard_row": i} for rel, i, mrow in extra]
-        return rows
+        return rows + _placed(extra)
+
+    def finish_part() -> list[dict[str, Any]]:
+        # At the task's end: its last shard is durable before its rows are.
+        return _placed(shards.flush())
 
     def error_rows(item: dict[str, Any], message: str) -> list[dict[str, Any]]:
-        counts["error_clips"] += 1
         # Keyed like the worker's own error rows, so the pairs of a retry replace it.
         return [{"pair_id": pair_id(rec.name, seed, item["clip_id"], 0), "clip_id": item["clip_id"],
                  "recipe": rec.name, "seed": seed, "window": 0, "status": "error",
@@ -236,8 +235,8 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
         name=f"degrade {rec.name}", unit="clip", out=out, worker=DegradeWorker,
         worker_kwargs={"recipe": settings["recipe"], "seed": seed, "opts": settings["window"],
                        "device": device, "format": format},
-        key="clip_id", to_rows=to_rows, error_rows=error_rows,
-        manifest=pairs_path, schema=PAIRS_SCHEMA,
+        key="clip_id", to_rows=to_rows, error_rows=error_rows, finish_part=finish_part,
+        tally=_tally, manifest=pairs_path, schema=PAIRS_SCHEMA, part_items=part_items,
         # The storage format is a setting too (one folder, one format), recorded only when
         # not the default so that folders made before --format existed still resume.
         settings={**settings, "seed": seed, **({"format": format} if format != "parquet" else {})},
@@ -248,7 +247,8 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
         num_gpus=1 if rec.uses_diffusion and device != "cpu" and _gpus(address) else 0,
         loading="loading the diffusion model" if rec.uses_diffusion else "starting workers",
         prepare=remove_orphans)
-    def run_stats() -> dict[str, Any]:
+    def run_stats(report) -> dict[str, Any]:
+        counts = report.tally
         pairs = read_manifest(pairs_path, PAIRS_SCHEMA) if manifest_files(pairs_path) else None
         mine = pairs[(pairs.recipe == rec.name) & (pairs.seed == seed)] if pairs is not None else None
         n = counts["pairs"]
@@ -268,11 +268,24 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
                           progress=progress, extra_stats=run_stats)
     summary = {**report.stats(), **report.extra,
                "processed_clips": report.todo, "skipped_clips": report.skipped,
-               "all_failed": report.all_failed or (report.todo > 0 and counts["pairs"] == 0)}
+               "all_failed": report.all_failed or (report.todo > 0 and report.tally["pairs"] == 0)}
     print(f"stc degrade: {summary['new_pairs']} new pairs, {summary['new_error_clips']} new error "
           f"rows; {summary['total_pairs']} pairs of {rec.name} seed {seed} in {pairs_path}",
           file=sys.stderr)
     return summary
+
+
+def _placed(extra: list[tuple[str, int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Manifest rows of pairs whose shard exists: (shard path, row in it, row)."""
+    return [{**mrow, "lq_path_or_shard": rel, "shard_row": i} for rel, i, mrow in extra]
+
+
+def _tally(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """What a task made, for the run summary (summed by the driver)."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    return {"pairs": len(ok), "frames": sum(r["num_frames"] for r in ok),
+            "hq_bytes": sum(r["hq_bytes"] for r in ok), "lq_bytes": sum(r["lq_bytes"] for r in ok),
+            "error_clips": len(rows) - len(ok)}
 
 
 def _gpus(address: str | None) -> bool:
@@ -308,6 +321,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=non_negative_int, default=0,
                    help="only the first N kept clips (default 0: all)")
     p.add_argument("--shard-mb", type=float, default=256, help="shard size cap in MB (default 256)")
+    p.add_argument("--part-size", type=positive_int, default=None,
+                   help="clips per task: each task packs its pairs into shards and writes one "
+                        "manifest part (default: auto, up to 32)")
     p.add_argument("--format", default="parquet", choices=list(SHARD_WRITERS),
                    help="how pairs are stored: parquet shards (default, for training), "
                         "webdataset tar shards (KEY.hq.mp4, KEY.lq.mp4, KEY.json per pair) for "
@@ -339,7 +355,8 @@ def _main(args: argparse.Namespace) -> int:
                           address=args.address, num_cpus=args.num_cpus, workers=args.workers,
                           retry_errors=args.retry_errors, limit=args.limit, shard_mb=args.shard_mb,
                           verbose=args.verbose, format=args.format,
-                          allow_outside=args.allow_outside, sets=args.set)
+                          allow_outside=args.allow_outside, sets=args.set,
+                          part_items=args.part_size)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif summary["total_pairs"]:

@@ -3,22 +3,33 @@
 A pipeline declares what differs (its worker, its manifest, how a worker's result becomes
 rows, its settings); the driver does the rest the same way for all of them:
 
-  lock the output folder -> remove stale temp files -> refuse changed settings -> skip the
-  inputs already finished -> run the rest on Ray actors (or in this process) with one
-  progress bar -> write each input's rows as one atomic part as it finishes -> write the
-  run's stats -> a clear error, with every finished row kept, on Ctrl-C, a full disk or
-  a dead cluster.
+  lock the output folder -> remove stale temp files and uncommitted parts -> refuse
+  changed settings -> skip the inputs already finished -> send the rest to Ray actors (or
+  this process) in tasks of `part_items` inputs -> each task writes its inputs' rows (and
+  their side files: clips, shards) itself, as one part, straight to the output storage,
+  and returns a small status record -> the driver adds the part names to the manifest's
+  index (`manifests.io.ManifestCommit`) every `commit_seconds` and at the end -> compact
+  -> write the run's stats -> a clear error, with every committed row kept, on Ctrl-C, a
+  full disk or a dead cluster.
+
+The driver never touches a row or a byte of output: its work per input is one status
+record, so it is not what limits a large cluster. Every row carries its provenance
+(`manifests.io.PROVENANCE`: node, worker, seconds, stage seconds, stc version).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -34,9 +45,9 @@ from stc.core.fs import (
     disk_full_error,
     is_disk_full,
 )
-from stc.core.runtime import RayOptions, cpu_seconds, init_ray, map_items
+from stc.core.runtime import RayOptions, cpu_seconds, init_ray, map_items, ray_cpus
 from stc.core.storage import Location
-from stc.manifests.io import ManifestWriter, compact
+from stc.manifests.io import ManifestCommit, compact, open_commit, write_part
 from stc.manifests.schema import ManifestSchema
 
 
@@ -81,9 +92,14 @@ class Pipeline:
     worker: type                                # worker(**worker_kwargs)(item) -> payload
     worker_kwargs: dict[str, Any]
     key: str                                    # item field that names it in `done`
-    # payload -> manifest rows (may write side files first, e.g. shards); error -> rows
+    # In the worker: payload -> manifest rows (may write side files first, e.g. shards);
+    # error -> rows. Rows name their item by the `key` field (provenance is joined on it).
     to_rows: Callable[[dict[str, Any], Any], list[dict[str, Any]]]
     error_rows: Callable[[dict[str, Any], str], list[dict[str, Any]]]
+    # In the worker, after a task's last item: the rows still buffered (shards to cut).
+    finish_part: Callable[[], list[dict[str, Any]]] | None = None
+    # In the worker: a task's rows -> numbers the driver sums into `RunReport.tally`.
+    tally: Callable[[list[dict[str, Any]]], Mapping[str, float]] | None = None
     manifest: Location | None = None            # rows go here as parts...
     schema: ManifestSchema | None = None
     settings: dict[str, Any] | None = None      # ...refused when changed (`check_settings`)
@@ -95,6 +111,8 @@ class Pipeline:
     in_process: bool = False                    # no Ray: one worker in this process
     loading: str = "loading models"             # what the bar says until the first result
     prepare: Callable[[], None] | None = None   # run under the lock, before any item
+    part_items: int | None = None               # inputs per task and part (None: auto)
+    commit_seconds: float = 2.0                 # the index is rewritten at most this often
 
 
 @dataclass
@@ -116,6 +134,14 @@ class RunReport:
     item_cpu_seconds: float = 0.0          # their CPU time, ffmpeg children included
     collected: list[dict[str, Any]] = field(default_factory=list)   # rows, when not in a manifest
     extra: dict[str, Any] = field(default_factory=dict)             # the pipeline's extra_stats
+    tally: Counter = field(default_factory=Counter)                 # summed `Pipeline.tally`
+    per_node: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    parts: int = 0                          # parts the workers wrote and the driver committed
+    part_items: int = 0
+    run_id: str = ""
+    # The driver process's own CPU seconds from the first task sent to the last commit:
+    # what each input costs the one process a cluster cannot multiply.
+    driver_cpu_seconds: float = 0.0
 
     @property
     def all_failed(self) -> bool:
@@ -131,6 +157,14 @@ class RunReport:
             "item_cpu_seconds": round(self.item_cpu_seconds, 3),
             "this_run_status": dict(self.statuses),
             "nodes": dict(self.nodes),
+            "per_node": {n: {"items": c["items"], "failed": c["failed"],
+                             "seconds": round(c["seconds"], 3),
+                             "cpu_seconds": round(c["cpu_seconds"], 3)}
+                         for n, c in self.per_node.items()},
+            "run_id": self.run_id, "parts": self.parts, "part_items": self.part_items,
+            "driver_cpu_seconds": round(self.driver_cpu_seconds, 4),
+            "driver_cpu_seconds_per_input": round(self.driver_cpu_seconds / self.todo, 6)
+            if self.todo else None,
             "steps": {s: {"items": self.step_items[s], "seconds": round(self.step_seconds[s], 3),
                           "seconds_per_item": round(self.step_seconds[s] / self.step_items[s], 4)}
                       for s in self.step_items},
@@ -147,15 +181,19 @@ def pending(items: list[dict[str, Any]], key: str, done: Mapping[str, str],
 def run_pipeline(p: Pipeline, items: list[dict[str, Any]], done: Mapping[str, str] | None = None,
                  *, retry_errors: bool = False, allow_settings_change: bool = False,
                  ray: RayOptions | None = None, workers: int | None = None,
-                 progress: bool = True, extra_stats: Callable[[], dict] | None = None,
+                 progress: bool = True,
+                 extra_stats: Callable[[RunReport], dict] | None = None,
                  log: Callable[[str], None] | None = None) -> RunReport:
     """Run pipeline `p` over `items`, skipping the keys in `done` (key -> status)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    report = RunReport(inputs=len(items))
+    report = RunReport(inputs=len(items), run_id=uuid.uuid4().hex[:16])
     with storage.output_lock(p.out, command_line()) if p.out is not None \
             else contextlib.nullcontext():
         if p.out is not None:
             storage.clean_stale_temps(p.out)
+        # Under the lock, before any worker starts: parts of a killed run are removed.
+        commit = open_commit(p.manifest, p.schema) \
+            if p.manifest is not None and p.schema is not None else None
         if p.settings is not None and p.settings_file is not None:
             check_settings(p.settings_file, p.settings, allow_settings_change, p.settings_hint)
         if p.prepare is not None:
@@ -167,12 +205,12 @@ def run_pipeline(p: Pipeline, items: list[dict[str, Any]], done: Mapping[str, st
             f"{len(todo)} to process")
         t0 = time.perf_counter()
         if todo:
-            _execute(p, todo, report, ray or RayOptions(), workers, progress)
+            _execute(p, todo, report, ray or RayOptions(), workers, progress, commit)
         report.wall_seconds = time.perf_counter() - t0
-        if p.manifest is not None and p.schema is not None and todo:
-            compact(p.manifest, p.schema)
+        if commit is not None and todo:
+            compact(p.manifest, p.schema, commit=commit)
         # Computed once, after the last row: the caller's summary reuses it.
-        report.extra = extra_stats() if extra_stats else {}
+        report.extra = extra_stats(report) if extra_stats else {}
         if p.stats_file is not None and todo:
             storage.write_text(p.stats_file, json.dumps({**report.stats(), **report.extra},
                                                         indent=2))
@@ -180,80 +218,237 @@ def run_pipeline(p: Pipeline, items: list[dict[str, Any]], done: Mapping[str, st
 
 
 def _execute(p: Pipeline, todo: list[dict[str, Any]], report: RunReport, ray_opts: RayOptions,
-             workers: int | None, progress: bool) -> None:
+             workers: int | None, progress: bool, commit: ManifestCommit | None) -> None:
     bar = tqdm(total=len(todo), unit=p.unit, desc=f"{p.name}", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     bar.set_postfix_str(p.loading + "...")
-    writer = ManifestWriter(p.manifest, p.schema) if p.manifest is not None else None
     resume = command_line()
+    spec = PartSpec(p.worker, p.worker_kwargs, p.to_rows, p.error_rows, p.finish_part, p.tally,
+                    str(p.manifest) if p.manifest is not None else None, p.schema, p.key,
+                    report.run_id)
+    last_commit = float("-inf")
+    c0 = cpu_seconds(children=False)
     try:
-        if p.in_process or (workers == 1 and len(todo) == 1):
-            results = _in_process(p, todo)
-        else:
+        local = p.in_process or (workers == 1 and len(todo) == 1)
+        if not local:
             init_ray(ray_opts.address, ray_opts.num_cpus, ray_opts.verbose)
-            results = map_items(todo, p.worker, p.worker_kwargs, workers, p.num_cpus, p.num_gpus)
-        for item, result in results:
-            if result["ok"]:
-                payload = result["payload"]
-                rows = p.to_rows(item, payload)
-                timings = payload.get("timings") if isinstance(payload, dict) else None
-                for step, seconds in (timings or {}).items():
-                    report.step_seconds[step] += seconds
-                    report.step_items[step] += 1
-                # A worker that turns its failures into rows (curate) failed all the same.
-                if rows and all(r.get("status") == "error" for r in rows):
-                    report.failed_items += 1
-            else:
-                rows = p.error_rows(item, result["error"])
-                report.failed_items += 1
-            if result.get("node"):
-                report.nodes[result["node"]] += 1
-            report.item_seconds += result.get("seconds") or 0.0
-            report.item_cpu_seconds += result.get("cpu_seconds") or 0.0
-            if writer is not None:
-                writer.add_item(rows)
-            else:
-                report.collected.extend(rows)
-            report.rows += len(rows)
-            report.finished += 1
-            for r in rows:
-                report.statuses[r.get("status", "ok")] += 1
-            bar.update(1)
-            # Redraw on the first result so "loading..." does not linger until the next one.
-            bar.set_postfix(dict(report.statuses), refresh=report.finished == 1)
-            if _out_of_space(result, rows):
-                raise disk_full_error(_local_disk(p), _bytes_needed(p, report, len(todo)), resume)
+        pool = 1 if local else max(1, min(workers or ray_cpus(), len(todo)))
+        size = report.part_items = p.part_items or auto_part_items(len(todo), pool)
+        tasks = [{"items": todo[i:i + size]} for i in range(0, len(todo), size)]
+        # A task whose worker process died is split and run again item by item (one bad
+        # video must not take the others of its task down); a lone item that kills its
+        # worker again becomes the error row.
+        while tasks:
+            retry: list[dict[str, Any]] = []
+            results = _in_process(spec, tasks) if local else \
+                map_items(tasks, PartWorker, {"spec": spec}, pool, p.num_cpus, p.num_gpus,
+                          name=p.worker.__name__)
+            for task, result in results:
+                if not result["ok"] and DISK_FULL_TEXT in result["error"]:
+                    raise disk_full_error(_local_disk(p), _bytes_needed(p, report, len(todo)), resume)
+                if not result["ok"]:
+                    if len(task["items"]) > 1:
+                        retry += [{"items": [it]} for it in task["items"]]
+                        continue
+                    result = {"ok": True, "node": result.get("node"),
+                              "payload": _error_part(spec, task["items"][0], result["error"])}
+                status = result["payload"]
+                if status.get("write_error"):
+                    raise _write_failed(p, report, len(todo), status["write_error"], resume)
+                _record(report, status, commit)
+                bar.update(len(status["items"]))
+                # Redraw on the first result so "loading..." does not linger until the next one.
+                bar.set_postfix(dict(report.statuses), refresh=report.finished == len(status["items"]))
+                if commit is not None and time.monotonic() - last_commit >= p.commit_seconds:
+                    commit.commit()
+                    last_commit = time.monotonic()
+                if status.get("disk_full"):
+                    raise disk_full_error(_local_disk(p), _bytes_needed(p, report, len(todo)), resume)
+            tasks = retry
     except DiskFull:
         raise
     except OSError as exc:
         if is_disk_full(exc):
-            if writer is not None:
-                writer.discard()      # the rows of the input whose write failed: redone on resume
             raise disk_full_error(_local_disk(p), _bytes_needed(p, report, len(todo)), resume) from exc
-        raise _stopped(p, writer, exc, resume) from exc
+        raise _stopped(p, report, exc, resume) from exc
     except (KeyboardInterrupt, ConfigError):
         raise
     except Exception as exc:  # noqa: BLE001 - the cluster or a callback broke mid-run
-        raise _stopped(p, writer, exc, resume) from exc
+        raise _stopped(p, report, exc, resume) from exc
     finally:
         bar.close()
+        # Whatever stopped the run, the parts workers finished are committed: real work.
+        if commit is not None:
+            with contextlib.suppress(Exception):
+                commit.commit()
+        report.driver_cpu_seconds = cpu_seconds(children=False) - c0
 
 
-def _out_of_space(result: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
-    """The input failed because the disk filled up: a worker's exception, or an error row
-    that says so (curate writes its clip in the worker and reports ffmpeg's ENOSPC as a row;
-    going on would only fail every input after it the same way)."""
-    if not result["ok"]:
-        return DISK_FULL_TEXT in result["error"]
-    return any(r.get("status") == "error" and DISK_FULL_TEXT in str(r.get("message") or "")
-               for r in rows)
+def auto_part_items(todo: int, pool: int, most: int = 32) -> int:
+    """Inputs per task when the pipeline does not say: at least ~4 tasks per worker (so the
+    tail of a run stays balanced), at most `most` (what a task redoes when killed)."""
+    return max(1, min(most, todo // (4 * pool)))
 
 
-def _stopped(p: Pipeline, writer, exc: BaseException, resume: str) -> RuntimeError:
-    saved = f"the {writer.rows_written} rows finished are saved in {p.manifest}" if writer \
-        else "finished outputs are kept"
-    return RuntimeError(f"the {p.name} pipeline stopped ({type(exc).__name__}: {exc}); {saved}: "
+def _record(report: RunReport, status: dict[str, Any], commit: ManifestCommit | None) -> None:
+    """Add one task's status record to the report and its part to the commit."""
+    if status.get("part") and commit is not None:
+        commit.add([status["part"]])
+        report.parts += 1
+    report.collected.extend(status.get("rows") or [])
+    report.rows += status["rows_written"]
+    report.statuses.update(status["statuses"])
+    report.tally.update(status.get("tally") or {})
+    for it in status["items"]:
+        report.finished += 1
+        report.failed_items += bool(it["failed"])
+        node = it.get("node")
+        if node:
+            report.nodes[node] += 1
+            c = report.per_node[node]
+            c["items"] += 1
+            c["failed"] += bool(it["failed"])
+            c["seconds"] += it["seconds"]
+            c["cpu_seconds"] += it["cpu_seconds"]
+        report.item_seconds += it["seconds"]
+        report.item_cpu_seconds += it["cpu_seconds"]
+        for step, seconds in (it.get("timings") or {}).items():
+            report.step_seconds[step] += seconds
+            report.step_items[step] += 1
+
+
+@dataclass
+class PartSpec:
+    """What a worker needs of a `Pipeline` to run tasks and write their parts."""
+
+    worker: type
+    worker_kwargs: dict[str, Any]
+    to_rows: Callable
+    error_rows: Callable
+    finish_part: Callable | None
+    tally: Callable | None
+    manifest: str | None
+    schema: ManifestSchema | None
+    key: str
+    run_id: str
+
+
+def _stc_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("stc")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _where() -> dict[str, Any]:
+    """This process's place in the cluster, for the provenance of its rows."""
+    here = {"prov_node_id": "local", "prov_node_ip": None, "prov_host": socket.gethostname(),
+            "prov_worker_id": f"pid-{os.getpid()}", "prov_pid": os.getpid()}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ctx = ray.get_runtime_context()
+            here["prov_node_id"] = ctx.get_node_id()
+            here["prov_worker_id"] = ctx.get_actor_id() or ctx.get_worker_id()
+            here["prov_node_ip"] = ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - provenance must never fail a task
+        pass
+    return here
+
+
+class PartWorker:
+    """Runs in a Ray actor (or this process): a task's items through the pipeline's worker,
+    their rows into one part written straight to the output, and back a small status."""
+
+    def __init__(self, spec: PartSpec):
+        self.spec = spec
+        self.worker = spec.worker(**spec.worker_kwargs)
+        self.where = {**_where(), "prov_run_id": spec.run_id, "prov_stc_version": _stc_version()}
+
+    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+        s = self.spec
+        rows: list[dict[str, Any]] = []
+        items, prov = [], {}
+        try:
+            for item in task["items"]:
+                started = datetime.now(timezone.utc)
+                t0, c0 = time.perf_counter(), cpu_seconds()
+                try:
+                    payload = self.worker(item)
+                    ok, error = True, None
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a bad item is a row, never a stopped run
+                    if is_disk_full(exc):
+                        raise
+                    ok, error = False, f"{type(exc).__name__}: {str(exc)[:500]}"
+                seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+                item_rows = s.to_rows(item, payload) if ok else s.error_rows(item, error)
+                timings = payload.get("timings") if ok and isinstance(payload, dict) else None
+                failed = not ok or bool(item_rows) and all(r.get("status") == "error"
+                                                           for r in item_rows)
+                items.append({"key": item[s.key], "failed": failed, "seconds": seconds,
+                              "cpu_seconds": cpu, "timings": timings,
+                              "node": self.where["prov_node_id"]})
+                prov[item[s.key]] = {"prov_started_at": started, "prov_seconds": seconds,
+                                     "prov_cpu_seconds": cpu,
+                                     "prov_step_seconds": json.dumps(timings or {}, sort_keys=True)}
+                rows += item_rows
+            if s.finish_part is not None:
+                rows += s.finish_part()
+            status = self._status(rows, items)
+            if s.manifest is not None and rows:
+                status["part"], _ = write_part(
+                    s.manifest, s.schema, rows,
+                    [{**self.where, **prov.get(r.get(s.key), {})} for r in rows])
+            elif s.manifest is None:
+                status["rows"] = rows
+            return status
+        except OSError as exc:          # the output storage failed: the run must stop
+            return {"write_error": f"{type(exc).__name__}: {exc}", "items": items}
+
+    def _status(self, rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"items": items, "rows_written": len(rows),
+                "statuses": Counter(r.get("status", "ok") for r in rows),
+                "tally": dict(self.spec.tally(rows)) if self.spec.tally else {},
+                "disk_full": any(r.get("status") == "error"
+                                 and DISK_FULL_TEXT in str(r.get("message") or "") for r in rows)}
+
+
+def _error_part(spec: PartSpec, item: dict[str, Any], error: str) -> dict[str, Any]:
+    """The status of an item whose worker process died on it: its error rows, written by the
+    driver (rare, and small)."""
+    rows = spec.error_rows(item, error)
+    status = {"items": [{"key": item[spec.key], "failed": True, "seconds": 0.0,
+                         "cpu_seconds": 0.0, "timings": None, "node": None}],
+              "rows_written": len(rows), "statuses": Counter(r.get("status", "ok") for r in rows),
+              "tally": dict(spec.tally(rows)) if spec.tally else {}, "disk_full": False}
+    if spec.manifest is not None:
+        where = {"prov_run_id": spec.run_id, "prov_stc_version": _stc_version(),
+                 "prov_step_seconds": "{}"}
+        status["part"], _ = write_part(spec.manifest, spec.schema, rows, [where] * len(rows))
+    else:
+        status["rows"] = rows
+    return status
+
+
+def _stopped(p: Pipeline, report: RunReport, exc: BaseException | str,
+             resume: str) -> RuntimeError:
+    saved = f"the {report.rows} rows finished are saved in {p.manifest}" \
+        if p.manifest is not None else "finished outputs are kept"
+    what = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    return RuntimeError(f"the {p.name} pipeline stopped ({what}); {saved}: "
                         f"rerun `{resume}` to resume")
+
+
+def _write_failed(p: Pipeline, report: RunReport, total: int, error: str,
+                  resume: str) -> Exception:
+    if DISK_FULL_TEXT in error:
+        return disk_full_error(_local_disk(p), _bytes_needed(p, report, total), resume)
+    return _stopped(p, report, f"a worker could not write its output: {error}", resume)
 
 
 def _local_disk(p: Pipeline) -> Location:
@@ -270,18 +465,7 @@ def _bytes_needed(p: Pipeline, report: RunReport, total: int) -> float | None:
     return used / report.finished * max(1, total - report.finished)
 
 
-def _in_process(p: Pipeline, todo: list[dict[str, Any]]):
-    worker = p.worker(**p.worker_kwargs)
-    for item in todo:
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        try:
-            result = {"ok": True, "payload": worker(item)}
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bad item is a row, never a stopped run
-            if is_disk_full(exc):
-                raise
-            result = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
-        result["seconds"] = time.perf_counter() - t0
-        result["cpu_seconds"] = cpu_seconds() - c0
-        yield item, result
+def _in_process(spec: PartSpec, tasks: list[dict[str, Any]]):
+    worker = PartWorker(spec)
+    for task in tasks:
+        yield task, {"ok": True, "payload": worker(task)}

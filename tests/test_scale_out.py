@@ -1,0 +1,167 @@
+"""Scale-out, round 2 (issue 27; issue 23's compaction case): workers write their own parts,
+the driver commits them through one index, outside readers follow it and never see a
+half-committed run or the duplicates of a compaction cut short; every row names the node,
+worker and stage seconds that made it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from stc.core import storage
+from stc.manifests import io as mio
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.manifests.io import (
+    INDEX_FILE,
+    ManifestWriter,
+    committed_files,
+    compact,
+    manifest_files,
+    open_commit,
+    read_table,
+    write_part,
+)
+from stc.manifests.pairs import PAIRS_SCHEMA
+from stc.pipelines.degrade import run_degrade
+from stc.degrade.windows import WindowOptions
+
+from .conftest import noise_video
+from .test_degrade_pipeline import kept_row
+
+
+def clip_row(sid: str, n: int, status: str = "kept") -> dict:
+    return {"clip_id": f"{sid}_s000_t00_{n:02d}", "source_id": sid, "source_path": f"/v/{sid}.mp4",
+            "status": status, "reason": "kept" if status == "kept" else "side_face", "message": "", "clip_path": f"clips/{sid}_{n}.mp4"}
+
+
+def outside_read(path: Path) -> pd.DataFrame:
+    """What docs/scale.md tells pandas users to do: the files the index names, last row per key."""
+    idx = json.loads((path / INDEX_FILE).read_text())
+    files = [str(path / name) for name in idx["parts"]]
+    if not files:
+        return pd.DataFrame()
+    return pd.read_parquet(files).drop_duplicates(idx["key"], keep="last")
+
+
+def test_readers_see_committed_parts_only(tmp_path):
+    path = tmp_path / "manifest.parquet"
+    commit = open_commit(path, CLIP_SCHEMA)              # a new folder: an empty index
+    assert (path / INDEX_FILE).is_file() and manifest_files(path) == []
+    a, _ = write_part(path, CLIP_SCHEMA, [clip_row("a", 0), clip_row("a", 1)])
+    b, _ = write_part(path, CLIP_SCHEMA, [clip_row("b", 0)])
+    commit.add([a])
+    commit.commit()
+    # b is written (a worker finished it) but not committed: nobody following the index sees it.
+    assert [storage.name(f) for f in manifest_files(path)] == [a]
+    assert sorted(read_table(path, CLIP_SCHEMA).column("source_id").to_pylist()) == ["a", "a"]
+    assert list(outside_read(path).source_id) == ["a", "a"]
+    assert len(pq.read_table(committed_files(path)).to_pylist()) == 2
+    # The run dies before committing b; the next run (under the lock) removes it.
+    open_commit(path, CLIP_SCHEMA)
+    assert not (path / b).exists() and (path / a).exists()
+    # A folder stc 0.1 wrote (no index) is read whole, and adopted by the first commit.
+    old = tmp_path / "old.parquet"
+    with ManifestWriter(old, CLIP_SCHEMA) as w:
+        w.add_item([clip_row("c", 0)])
+    assert len(manifest_files(old)) == 1
+    open_commit(old, CLIP_SCHEMA)
+    assert json.loads((old / INDEX_FILE).read_text())["parts"] == [manifest_files(old)[0].name]
+
+
+@pytest.mark.parametrize("dies_at", ["before_switch", "after_switch"])
+def test_a_kill_during_compaction_leaves_no_duplicates(tmp_path, monkeypatch, dies_at):
+    """Issue 23: a kill during compaction left duplicate rows for outside readers (the merged
+    part was written beside the old ones). Now the index switches in one write."""
+    path = tmp_path / "manifest.parquet"
+    commit = open_commit(path, CLIP_SCHEMA)
+    for i in range(5):
+        commit.add([write_part(path, CLIP_SCHEMA, [clip_row(f"s{i}", 0), clip_row(f"s{i}", 1)])[0]])
+    commit.add([write_part(path, CLIP_SCHEMA, [clip_row("s0", 0, "rejected"),     # a retry
+                                               clip_row("s0", 1)])[0]])
+    commit.commit()
+    before = read_table(path, CLIP_SCHEMA).to_pylist()
+    assert len(before) == 10
+    old_files = committed_files(path)
+
+    class Killed(BaseException):
+        pass
+
+    def die(*_a, **_k):
+        raise Killed
+
+    if dies_at == "before_switch":       # merged part written, index not switched yet
+        monkeypatch.setattr(mio, "write_index", die)
+    else:                                # index switched, old parts not all removed
+        real = storage.remove
+        calls = []
+
+        def remove(loc):
+            calls.append(loc)
+            if len(calls) == 2:
+                raise Killed
+            real(loc)
+        monkeypatch.setattr(storage, "remove", remove)
+    with pytest.raises(Killed):
+        compact(path, CLIP_SCHEMA, min_parts=2, commit=commit)
+    monkeypatch.undo()
+    on_disk = sorted(p.name for p in path.glob("part-*.parquet"))
+    assert len(on_disk) > len(manifest_files(path)) >= 1       # leftovers are there...
+    # ...but never read: the index names the old parts or the merged one, never both.
+    now = committed_files(path)
+    assert now == old_files if dies_at == "before_switch" else \
+        (len(now) == 1 and now[0] not in old_files)
+    assert len(pq.read_table(now).to_pylist()) == (12 if dies_at == "before_switch" else 10)
+    assert len(outside_read(path)) == 10, "an outside reader saw duplicates"
+    assert read_table(path, CLIP_SCHEMA).to_pylist() == before
+    open_commit(path, CLIP_SCHEMA)                                 # the next run cleans up
+    assert sorted(p.name for p in path.glob("part-*.parquet")) == \
+        sorted(f.name for f in manifest_files(path))
+    assert read_table(path, CLIP_SCHEMA).to_pylist() == before
+
+
+@pytest.fixture(scope="module")
+def four_clips(tmp_path_factory):
+    out = tmp_path_factory.mktemp("curated4")
+    with ManifestWriter(out / "manifest.parquet", CLIP_SCHEMA) as w:
+        for i in range(4):
+            noise_video(out / "clips" / f"c{i}.mp4", frames=16, size=48, seed=i)
+            w.add(kept_row(f"c{i}_s000", f"clips/c{i}.mp4", 16))
+    return out
+
+
+def test_workers_write_parts_and_shards_with_provenance(four_clips, tmp_path, ray_session):
+    out = tmp_path / "pairs"
+    s = run_degrade(four_clips, out, "bfvr", seed=1, opts=WindowOptions(window=8, size=32),
+                    workers=2, progress=False, part_items=2)
+    assert s["new_pairs"] == 8 and s["parts"] == 2 and s["part_items"] == 2
+    pairs = out / "pairs.parquet"
+    files = manifest_files(pairs)
+    assert len(files) == 2
+    prov = read_table(pairs, PAIRS_SCHEMA, provenance=True).to_pandas()
+    assert len(prov) == 8 and prov.prov_node_id.notna().all()
+    # Written in the Ray workers, not in this (the driver's) process.
+    assert set(prov.prov_pid) and os.getpid() not in set(prov.prov_pid)
+    assert prov.prov_worker_id.str.len().gt(8).all() and prov.prov_node_ip.notna().all()
+    assert set(prov.prov_stc_version) == {version("stc")}
+    assert (prov.prov_seconds > 0).all() and (prov.prov_cpu_seconds > 0).all()
+    assert prov.prov_started_at.notna().all() and prov.prov_run_id.nunique() == 1
+    # Each pair's shard holds the pairs of its whole task (two clips), not one clip's.
+    per_shard = Counter(prov.lq_path_or_shard)
+    assert sorted(per_shard.values()) == [4, 4]
+    assert all(prov[prov.lq_path_or_shard == sh].clip_id.nunique() == 2 for sh in per_shard)
+    # stc's own reader leaves provenance out; the run summary has it per node.
+    assert not any(c.startswith("prov_") for c in read_table(pairs, PAIRS_SCHEMA).column_names)
+    assert sum(n["items"] for n in s["per_node"].values()) == 4
+    assert s["driver_cpu_seconds_per_input"] is not None
+    # Ray Data reads what the index names: the same rows.
+    import ray.data
+
+    ds = ray.data.read_parquet(committed_files(pairs))
+    assert sorted(r["pair_id"] for r in ds.take_all()) == sorted(prov.pair_id)
