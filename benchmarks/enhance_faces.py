@@ -106,7 +106,7 @@ def main() -> None:
     import torch
 
     from stc.pipelines.enhance import Enhancer
-    from stc.pipelines.face_restore import FaceOptions
+    from stc.model.restore.options import FaceOptions
 
     with tempfile.TemporaryDirectory(prefix="stc-bench-") as tmp:
         tmp = Path(tmp)

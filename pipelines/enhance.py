@@ -4,10 +4,12 @@
     stc enhance DIR_OR_LIST... -o OUT_DIR --checkpoint RUN2 [--workers N]
     stc enhance CROPS... -o OUT_DIR --checkpoint RUN2 --aligned
 
-By default the input is a real video of any size: the faces are found and tracked, each is
-cropped to a square by curation's crop rule, restored at the model's size in overlapping
-T-frame chunks and pasted back with a feathered mask (`pipelines.face_restore`); the rest of
-the frame is the input's, resized by --upscale (or by a user-given TorchScript upsampler).
+By default the input is a real video of any size, or a folder of frames (`IN/*.png` ->
+`OUT/*.png`): the faces are found and tracked shot by shot, each gets a steady per-frame crop,
+is restored at the model's size in overlapping T-frame chunks and pasted back through a soft
+mask that follows the face (`stc.model.restore.engine`, which this module only drives); the
+rest of the frame is the input's, resized by --upscale (or by a user-given TorchScript
+upsampler).
 With --aligned the input is already a face crop, as `stc curate` writes them: whole frames
 are resized to the trained resolution (the longer side, rounded to a multiple of the
 model's spatial factor) and restored in chunks of T frames; a last chunk shorter than T is
@@ -35,9 +37,11 @@ from stc.core.config import ConfigError
 from stc.core.fs import write_text_atomic
 from stc.core.names import ENHANCE_STATS
 from stc.core.runtime import RayOptions
+from stc.core.frames import VIDEO_SUFFIXES, count_frames, is_frame_folder
 from stc.core.video import FrameWriter, iter_frames, probe, resize_frames
 from stc.pipelines.driver import Pipeline, run_pipeline
-from stc.pipelines.face_restore import FaceOptions, FaceVideoRestorer
+from stc.model.restore.engine import FaceVideoRestorer, OnFrame
+from stc.model.restore.options import DETECTOR_DEFAULTS, FaceOptions
 from stc.pipelines.folders import STAGE2, STAGE2_STEP, expect_folder
 from stc.pipelines.inputs import gather_inputs
 from stc.pipelines.options import add_ray_args, non_negative_int, positive_int, print_next
@@ -125,12 +129,14 @@ class Enhancer:
 
     def enhance(self, src: str | Path, dst: str | Path,
                 on_chunk: Callable[[int], None] | None = None,
-                crops_dir: str | Path | None = None) -> dict[str, Any]:
-        """Restore `src` into `dst`; returns frames, chunks and model seconds."""
+                crops_dir: str | Path | None = None,
+                on_frame: OnFrame | None = None) -> dict[str, Any]:
+        """Restore `src` into `dst`; returns frames, chunks and model seconds. `on_frame`
+        follows the full-frame passes frame by frame, `on_chunk` the aligned path."""
         if self.faces is not None:
             stats = self.faces.enhance(src, dst, crf=self.crf, preset=self.preset,
                                        pix_fmt=self.pix_fmt, crops_dir=crops_dir,
-                                       on_chunk=on_chunk)
+                                       on_frame=on_frame)
             clips = stats["crops"]
         else:
             stats = self._enhance_aligned(src, dst, on_chunk)
@@ -189,15 +195,53 @@ class EnhanceWorker:
 
     def __init__(self, checkpoint: str, device: str, crf: float, preset: str,
                  pix_fmt: str = "yuv420p", faces: dict[str, Any] | None = None,
-                 bg_upsampler: str | None = None):
+                 bg_upsampler: str | None = None, frame_progress: bool = False):
         self.enhancer = Enhancer(checkpoint, device, crf, preset, pix_fmt,
                                  FaceOptions(**faces) if faces is not None else None,
                                  bg_upsampler)
+        self.frame_progress = frame_progress
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        stats = self.enhancer.enhance(item["src"], item["dst"], crops_dir=item.get("crops"))
+        bar, on_frame = None, None
+        if self.frame_progress and self.enhancer.faces is not None:
+            bar, on_frame = frame_bar(item["src"])
+        try:
+            stats = self.enhancer.enhance(item["src"], item["dst"], crops_dir=item.get("crops"),
+                                          on_frame=on_frame)
+        finally:
+            if bar is not None:
+                bar.close()
         return {"rows": [{"src": item["src"], "dst": item["dst"], "status": "ok", "message": "",
                           "stats": stats}]}
+
+
+def frame_bar(src: str | Path):
+    """A per-frame progress bar for one video's two passes (tracking, then restoring) and
+    the callback that moves it."""
+    from tqdm import tqdm
+
+    total = count_frames(src)
+    bar = tqdm(total=2 * total or None, unit="frame", desc=f"{Path(src).name}: tracking",
+               leave=False, position=1, dynamic_ncols=True)
+    state = {"phase": "tracking", "done": 0}
+
+    def on_frame(phase: str, done: int) -> None:
+        if phase != state["phase"]:
+            state["phase"] = phase
+            bar.set_description_str(f"{Path(src).name}: {phase}")
+        offset = total if phase == "restoring" else 0
+        bar.update(offset + done - bar.n)
+
+    return bar, on_frame
+
+
+def output_complete(src: str | Path, dst: str | Path, recorded: dict[str, Any] | None) -> bool:
+    """Whether an earlier output of `src` holds all its frames (as the run that wrote it
+    recorded, else as the input says): a file cut short by a crash or a deleted frame is
+    redone, not skipped."""
+    got = count_frames(dst)
+    want = (recorded or {}).get("frames") or count_frames(src)
+    return got > 0 and (got == want or not want)
 
 
 def _write_stats(out_dir: Path, enhancer_info: dict[str, Any], videos: dict[str, Any]) -> None:
@@ -230,24 +274,42 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
     if bg_upsampler and not (faces and faces.upscale > 1):
         raise ConfigError("--bg-upsampler needs --upscale N (N = the upsampler's factor)")
     faces = None if aligned else (faces or FaceOptions())
-    sources = [p for p, _ in gather_inputs(inputs)]
+    # a folder of images is one input (a frame sequence), not a folder of videos
+    folders = [str(Path(i).resolve()) for i in inputs if is_frame_folder(i)]
+    if folders and aligned:
+        raise ConfigError("--aligned takes videos; a frame folder is restored full-frame")
+    others = [i for i in inputs if not is_frame_folder(i)]
+    sources = folders + ([p for p, _ in gather_inputs(others)] if others else [])
     if not sources:
-        raise FileNotFoundError(f"no videos found in {inputs}")
+        raise FileNotFoundError(f"no videos or frame folders found in {inputs}")
     out = Path(out)
-    single = len(sources) == 1 and out.suffix.lower() in (".mp4", ".mkv", ".mov")
+    single = len(sources) == 1 and (out.suffix.lower() in VIDEO_SUFFIXES
+                                    or Path(sources[0]).is_dir())
     out_dir = out.parent if single else out
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
     for s in sources:
-        dst = out if single else out / (Path(s).stem + ".mp4")
+        name = Path(s).name if Path(s).is_dir() else Path(s).stem + ".mp4"
+        dst = out if single else out / name
         job = {"src": s, "dst": str(dst)}
         if save_crops:
             job["crops"] = str(dst.with_name(dst.stem + "_crops"))
         jobs.append(job)
-    done = {} if overwrite else {j["dst"]: "ok" for j in jobs if Path(j["dst"]).exists()}
+    recorded = {}
+    if (out_dir / ENHANCE_STATS).exists():
+        recorded = json.loads((out_dir / ENHANCE_STATS).read_text()).get("videos", {})
+    done, partial = {}, []
+    for j in jobs if not overwrite else []:
+        if Path(j["dst"]).exists():
+            if output_complete(j["src"], j["dst"], recorded.get(Path(j["dst"]).stem)):
+                done[j["dst"]] = "ok"
+            else:
+                partial.append(j["dst"])
     if done:
-        print(f"stc enhance: {len(done)} output(s) exist already, skipping them "
-              "(--overwrite to redo)", file=sys.stderr)
+        print(f"stc enhance: {len(done)} output(s) exist already and are complete, skipping "
+              "them (--overwrite to redo)", file=sys.stderr)
+    for dst in partial:
+        print(f"stc enhance: {dst} exists but is incomplete; redoing it", file=sys.stderr)
     info = {"checkpoint": str(checkpoint), "device": pick_device(device),
             "mode": "aligned" if aligned else "faces"}
     gpu = 1 if info["device"].startswith("cuda") else 0
@@ -256,7 +318,8 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
         worker_kwargs={"checkpoint": str(checkpoint), "device": device, "crf": crf,
                        "preset": preset, "pix_fmt": pix_fmt,
                        "faces": asdict(faces) if faces is not None else None,
-                       "bg_upsampler": str(bg_upsampler) if bg_upsampler else None},
+                       "bg_upsampler": str(bg_upsampler) if bg_upsampler else None,
+                       "frame_progress": progress and len(jobs) - len(done) <= 1 and not workers},
         key="dst",
         to_rows=lambda item, payload: payload["rows"],
         error_rows=lambda item, msg: [{"src": item["src"], "dst": item["dst"], "status": "error",
@@ -287,7 +350,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "fps and audio. --aligned: the inputs are face crops already (as `stc "
                     "curate` writes them). One video: -o OUT.mp4; several: -o OUT_DIR.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="video files, folders, globs or .txt lists")
+                   help="video files, folders, globs or .txt lists; a folder of images is "
+                        "one frame sequence (restored into a folder of PNGs of the same names)")
     p.add_argument("-o", "--out", required=True, help="output .mp4 (one input) or folder")
     p.add_argument("--checkpoint", required=True,
                    help="Stage II run folder (its last curriculum step), step folder or checkpoint")
@@ -303,11 +367,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     faces.add_argument("--only-center-face", action="store_true",
                        help="restore only the face nearest the frame centre")
     faces.add_argument("--save-crops", action="store_true",
-                       help="also write each face's input and restored crops and boxes.json "
-                            "to OUT_crops/")
-    faces.add_argument("--detect-every", type=positive_int, default=1, metavar="K",
+                       help="also write OUT_crops/boxes.csv (per frame and face: shot, track, "
+                            "crop box, detected, restored) and each face's input and restored "
+                            "crops")
+    faces.add_argument("--draw-box", action="store_true",
+                       help="draw each restored face's crop box (green) and detection (yellow) "
+                            "on the output, to check what was found")
+    faces.add_argument("--detector", choices=sorted(DETECTOR_DEFAULTS), default=FaceOptions.detector,
+                       help="dlib's frontal HOG (fast) or its MMOD CNN (finds turned and "
+                            "smaller faces, ~40x slower, so run on fewer frames); default "
+                            f"{FaceOptions.detector}")
+    faces.add_argument("--detect-every", type=positive_int, default=None, metavar="K",
                        help="run the face detector on every k-th frame, interpolate between "
-                            "(default 1)")
+                            "(default: every frame for hog, 5 a second for cnn)")
+    faces.add_argument("--shots", choices=["transnetv2", "scenedetect", "none"],
+                       default=FaceOptions.shots,
+                       help="how cuts are found (tracks end at every cut); default "
+                            f"{FaceOptions.shots}, as stc curate")
+    faces.add_argument("--smooth", type=float, default=FaceOptions.smooth_seconds,
+                       metavar="SECONDS",
+                       help="crop smoothing window (Savitzky-Golay over centre and size; 0: "
+                            f"off); default {FaceOptions.smooth_seconds:g}")
+    faces.add_argument("--no-color-match", action="store_true",
+                       help="paste the restored face as the model made it, without matching "
+                            "the frame's colour at the seam")
+    faces.add_argument("--fps", type=float, default=FaceOptions.fps,
+                       help=f"frame rate of frame-folder inputs (default {FaceOptions.fps:g})")
     faces.add_argument("--overlap", type=non_negative_int, default=None, metavar="FRAMES",
                        help="frames shared by consecutive chunks, crossfaded (default T/4)")
     faces.add_argument("--expand", type=float, default=FaceOptions.expand, metavar="X",
@@ -326,9 +411,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     try:
-        faces = FaceOptions(detect_every=args.detect_every, expand=args.expand,
+        faces = FaceOptions(detector=args.detector, detect_every=args.detect_every,
+                            shots=args.shots, expand=args.expand, smooth_seconds=args.smooth,
                             overlap=args.overlap, only_center_face=args.only_center_face,
-                            upscale=args.upscale)
+                            upscale=args.upscale, draw_box=args.draw_box,
+                            color_match=not args.no_color_match, fps=args.fps)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     summary = run_enhance(args.inputs, args.out, args.checkpoint, args.device, args.crf,

@@ -16,15 +16,11 @@ from stc.core.config import ConfigError
 from stc.core.video import FrameWriter, encode_frames, ffmpeg_exe, probe, read_frames, resize_frames
 from stc.pipelines.cli import main as stc
 from stc.pipelines.enhance import Enhancer, run_enhance
-from stc.pipelines.face_restore import (
-    FaceOptions,
-    FaceVideoRestorer,
-    chunk_weight,
-    feather_mask,
-    keep_center_face,
-    plan_chunks,
-    union_box,
-)
+from stc.model.restore.crops import read_boxes, union_box
+from stc.model.restore.engine import FaceVideoRestorer, chunk_weight, keep_center_face, plan_chunks
+from stc.model.restore.options import FaceOptions
+from stc.model.restore.paste import DEFAULT_ELLIPSE, face_mask
+from stc.model.restore.tracking import FaceTrack
 from .test_stage2 import save_tiny_run, tiny_stage2
 
 W, H = 1280, 720
@@ -100,8 +96,10 @@ def test_enhance_restores_the_face_and_leaves_the_rest_of_the_frame(work):
 
     got = read_frames(out)
     ref = passthrough(work["talk"], work["root"] / "ref.mp4")
-    boxes = json.loads((out.parent / "talk_crops" / "boxes.json").read_text())
-    assert {b["track"] for b in boxes} == {0}
+    boxes = read_boxes(out.parent / "talk_crops")
+    assert set(boxes["track"].dropna()) == {0}
+    assert boxes["frame"].tolist() == list(range(14))           # one row per frame and face
+    assert (boxes["restored"] == "yes").sum() == 12
     x0, y0, x1, y1 = union_box(boxes)
     # the face box sits on the face: inside the placed clip, about its size
     assert 446 - 50 <= x0 and x1 <= 446 + 388 + 22 + 50 and 200 <= x1 - x0 <= 512
@@ -133,8 +131,7 @@ def test_upscale_resizes_the_background_and_pastes_the_face_at_n_times(work):
     assert (info.width, info.height) == (2 * W, 2 * H)
     got = read_frames(out)
     ref = passthrough(src, work["root"] / "ref_up.mp4", upscale=2)
-    x0, y0, x1, y1 = union_box(json.loads((out.parent / "short_crops" / "boxes.json")
-                                          .read_text()), scale=2)
+    x0, y0, x1, y1 = union_box(read_boxes(out.parent / "short_crops"), scale=2)
     outside = np.ones((2 * H, 2 * W), bool)
     outside[y0:y1, x0:x1] = False
     assert np.array_equal(got[:, outside], ref[:, outside])
@@ -161,7 +158,7 @@ def test_a_learned_background_upsampler_comes_from_user_weights(work, tmp_path):
         for f in frames:
             wr.write(np.ascontiguousarray(f.repeat(2, axis=0).repeat(2, axis=1)))
     ref = read_frames(tmp_path / "ref.mp4")
-    x0, y0, x1, y1 = union_box(json.loads((tmp_path / "up_crops" / "boxes.json").read_text()), 2)
+    x0, y0, x1, y1 = union_box(read_boxes(tmp_path / "up_crops"), 2)
     outside = np.ones((2 * H, 2 * W), bool)
     outside[y0:y1, x0:x1] = False
     assert np.array_equal(read_frames(out)[:, outside], ref[:, outside])
@@ -171,31 +168,31 @@ def test_a_learned_background_upsampler_comes_from_user_weights(work, tmp_path):
 
 
 def test_chunk_seams_crossfade(work):
-    """Chunks of T = 4 overlapping by 2 frames; a stand-in model that paints chunk k's crops
-    a flat 40 * (k + 1): frames shared by two chunks are their linear blend, so a seam is a
-    fade, never a jump."""
+    """A track's own chunks of T = 4 overlapping by 2 frames; a stand-in model that paints
+    its k-th call's crops a flat 40 * (k + 1): frames shared by two chunks are their linear
+    blend, so a seam is a fade, never a jump. The face appears on frame 2, so its first chunk
+    starts there (a chunk never reaches into frames without the face)."""
     calls = []
 
     def paint(clips: np.ndarray) -> tuple[np.ndarray, float]:
         calls.append(len(calls))
         return np.full_like(clips, 40 * len(calls)), 0.0
 
-    restorer = FaceVideoRestorer(paint, 32, 4, FaceOptions(overlap=2, feather=0.0))
+    restorer = FaceVideoRestorer(paint, 32, 4, FaceOptions(overlap=2, feather=0.0,
+                                                           color_match=False))
     out = work["root"] / "seams.mp4"
     stats = restorer.enhance(work["talk"], out, **LOSSLESS, crops_dir=work["root"] / "seam_crops")
-    assert plan_chunks(14, 4, 2) == [(0, 4), (2, 6), (4, 8), (6, 10), (8, 12), (10, 14)]
-    boxes = json.loads((work["root"] / "seam_crops" / "boxes.json").read_text())
-    x0, y0, x1, y1 = boxes[1]["box"]
-    centre = read_frames(out)[:, (y0 + y1) // 2, (x0 + x1) // 2].astype(float).mean(axis=1)
-    # chunk k covers frames 2k..2k+3; frame 4 is in chunks 1 (weight 1) and 2 (weight 1)
-    expected = []
-    chunks = plan_chunks(14, 4, 2)
+    assert plan_chunks(12, 4, 2) == [(0, 4), (2, 6), (4, 8), (6, 10), (8, 12)]
+    boxes = read_boxes(work["root"] / "seam_crops")
+    got = read_frames(out)
+    chunks = [(2 + s, 2 + e) for s, e in plan_chunks(12, 4, 2)]
     for j in range(2, 14):
+        b = boxes[boxes["frame"] == j].iloc[0]
+        centre = got[j, int((b.y0 + b.y1) / 2), int((b.x0 + b.x1) / 2)].astype(float).mean()
         cover = [(chunk_weight(j, s, e), 40 * (k + 1)) for k, (s, e) in enumerate(chunks)
                  if s <= j < e]
-        expected.append(sum(w * v for w, v in cover) / sum(w for w, _ in cover))
-    assert np.abs(centre[2:] - expected).max() <= 1.5
-    assert stats["chunks"] == len(calls) == 6 and stats["max_buffered"] <= 4 + 2
+        assert abs(centre - sum(w * v for w, v in cover) / sum(w for w, _ in cover)) <= 1.5
+    assert stats["chunks"] == len(calls) == 5 and stats["max_buffered"] <= 4 + 2
 
 
 def test_only_center_face_keeps_the_face_nearest_the_centre(work):
@@ -204,11 +201,11 @@ def test_only_center_face_keeps_the_face_nearest_the_centre(work):
     for dst, center in ((out_all, False), (out_c, True)):
         run_enhance([str(work["two"])], dst, work["run"], device="cpu", progress=False,
                     faces=FaceOptions(only_center_face=center), save_crops=True, **LOSSLESS)
-    both = json.loads((work["root"] / "two_all_crops" / "boxes.json").read_text())
-    one = json.loads((work["root"] / "two_center_crops" / "boxes.json").read_text())
-    assert len({b["track"] for b in both}) == 2
-    assert len({b["track"] for b in one}) == 1
-    x0, _, x1, _ = one[0]["box"]
+    both = read_boxes(work["root"] / "two_all_crops")
+    one = read_boxes(work["root"] / "two_center_crops")
+    assert both["track"].nunique() == 2
+    assert one["track"].nunique() == 1
+    x0, x1 = one["x0"].iloc[0], one["x1"].iloc[0]
     assert abs((x0 + x1) / 2 - W / 2) < 200                    # the talk-show face, centred
     # the other face is left as it was
     ref = passthrough(work["two"], work["root"] / "two_ref.mp4")
@@ -241,13 +238,13 @@ def test_only_center_face_picks_per_frame():
     """Two tracks [K, frames, 4]: the left face (centre x 150) is there on frames 0-4, the
     right one (x 650) on 0-8; with the frame centre at x 300 the left one wins while it is
     there, then the right one."""
-    tracks = np.full((2, 10, 4), np.nan)
-    tracks[0, :5] = (100, 100, 200, 200)
-    tracks[1, :9] = (600, 100, 700, 200)
-    present = ~np.isnan(keep_center_face(tracks, 600, 300)[:, :, 0])
-    assert present.sum(axis=0).max() == 1
-    assert present[0].tolist() == [True] * 5 + [False] * 5
-    assert present[1].tolist() == [False] * 5 + [True] * 4 + [False]
+    def track(k: int, box: tuple, n: int) -> FaceTrack:
+        return FaceTrack(k, 0, 0, n, np.tile(np.array(box, float), (n, 1)), np.ones(n, bool),
+                         np.tile(DEFAULT_ELLIPSE, (n, 1)))
+
+    kept = keep_center_face([track(0, (100, 100, 200, 200), 5),
+                             track(1, (600, 100, 700, 200), 9)], 600, 300)
+    assert [(t.index, t.start, t.end) for t in kept] == [(0, 0, 5), (1, 5, 9)]
 
 
 def test_chunk_plan_covers_every_frame_and_weights_blend():
@@ -258,8 +255,10 @@ def test_chunk_plan_covers_every_frame_and_weights_blend():
             assert e - s == min(n, T)
             covered[s:e] += 1
         assert covered.min() >= 1 and chunks[-1][1] == n
-    m = feather_mask(64, 0.1)
-    assert m[32, 32, 0] == 1 and m[0, 0, 0] < 0.05 and m.shape == (64, 64, 1)
+    face = np.array([16.0, 16.0, 48.0, 48.0])
+    m = face_mask((0, 0, 64, 64), (0.0, 0.0, 64.0), face, DEFAULT_ELLIPSE, 0.08)
+    assert m.shape == (64, 64, 1) and m[34, 32, 0] > 0.99
+    assert m[0, :, 0].max() == 0 and m[:, 0, 0].max() == 0 and m[63, 0, 0] == 0
 
 
 def test_a_stage1_run_is_refused_with_a_plain_message(work, tmp_path, capsys):
