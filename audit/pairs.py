@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from stc.core.names import PAIRS_GT_DIR, PAIRS_MANIFEST
+from stc.core.paths import allowed_path
 from stc.core.video import read_frames
 from stc.degrade.shards import decode_pair
 from stc.degrade.webdataset import CONTAINER, TarShardReader, decode_sample
@@ -38,12 +39,17 @@ def pick_examples(rows: list[dict[str, Any]], per_recipe: int) -> dict[str, list
     return by_recipe
 
 
-def read_pair(root: Path, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(lq, hq) uint8 [T, H, W, 3] of one manifest row, from the file it names."""
+def read_pair(root: Path, row: dict[str, Any], allow_outside: bool = False
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(lq, hq) uint8 [T, H, W, 3] of one manifest row, from the file it names (inside the
+    pairs folder, by the one path policy of `core.paths`, unless `allow_outside`)."""
     stored = row["lq_path_or_shard"]
-    path = root / stored
+    path = allowed_path(stored, [root], what="lq_path_or_shard", where=root / PAIRS_MANIFEST,
+                        allow_outside=allow_outside)
     if stored.endswith(".mp4"):
-        return read_frames(path), read_frames(root / PAIRS_GT_DIR / Path(stored).name)
+        gt = allowed_path(Path(PAIRS_GT_DIR) / Path(stored).name, [root], what="gt path",
+                          where=root / PAIRS_MANIFEST, allow_outside=allow_outside)
+        return read_frames(path), read_frames(gt)
     if stored.endswith(".tar"):
         sample = TarShardReader(path).row(int(row["shard_row"]))
         return decode_sample(sample) if sample.get("container") == CONTAINER else decode_pair(sample)
@@ -58,7 +64,8 @@ def read_pair(root: Path, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
                             "stc degrade")
 
 
-def example_pairs(pairs: str | Path, per_recipe: int = 4) -> dict[str, list[dict[str, Any]]]:
+def example_pairs(pairs: str | Path, per_recipe: int = 4, allow_outside: bool = False
+                  ) -> dict[str, list[dict[str, Any]]]:
     """recipe -> [{pair_id, clip_id, window, params, lq, hq}] with the middle frame of each
     example's LQ and HQ (uint8 [H, W, 3]); pairs that cannot be read are skipped."""
     root = pairs_folder(pairs)
@@ -67,7 +74,7 @@ def example_pairs(pairs: str | Path, per_recipe: int = 4) -> dict[str, list[dict
     for recipe, chosen in pick_examples(rows, per_recipe).items():
         for r in chosen:
             try:
-                lq, hq = read_pair(root, r)
+                lq, hq = read_pair(root, r, allow_outside)
             except (OSError, ValueError) as exc:
                 out.setdefault(recipe, [])
                 print(f"stc stats: skipping example pair {r['pair_id']} ({exc})", file=sys.stderr)

@@ -94,6 +94,8 @@ def load_view(entry: Mapping[str, Any], indices: list[int]) -> View:
         start = int(entry.get("start_frame") or 0)
         frames = {i + start: f for i, f in _decode(clip, [i - start for i in indices if i >= start]).items()}
         return frames, lambda p: (np.asarray(p, float) - (x0, y0)) * (size / (x1 - x0))
+    if entry.get("refused"):
+        raise FileNotFoundError("; ".join(entry["refused"]))
     raise FileNotFoundError(f"neither the source ({src}) nor a written clip is on disk")
 
 

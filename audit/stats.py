@@ -10,6 +10,7 @@ bin edges across statuses, sources and manifests, so their bars line up.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from stc.core.names import CURATE_CONFIG, PAIRS_MANIFEST
+from stc.core.fs import OutsideRoot
+from stc.core.paths import allowed_path, recorded_input_roots
 from stc.manifests.clips import (
     CLIP_SCHEMA,
     FUNNEL,
@@ -45,9 +48,36 @@ class ClipManifest:
     df: pd.DataFrame
     config: dict[str, Any]      # the curate config saved beside it ({} when absent)
     name: str                   # short name for legends: the output folder's name
+    allow_outside: bool = False  # paths outside the run and its recorded inputs are read too
+
+    @functools.cached_property
+    def input_roots(self) -> list[str]:
+        """The inputs this manifest's run recorded (and signed), read once."""
+        return recorded_input_roots(self.root)
+
+    def vetted(self, row: Mapping[str, Any]) -> tuple[str | None, str | None, list[str]]:
+        """(source file, clip file, why refused) of a row, by the one path policy
+        (`core.paths`): the clip inside the run folder, the source there or inside the
+        inputs the run recorded; a refused path is None and says why."""
+        roots = [self.root, *self.input_roots]
+        found: list[str | None] = []
+        refused: list[str] = []
+        for col, allowed in (("source_path", roots), ("clip_path", [self.root])):
+            text = row.get(col)
+            if not isinstance(text, str) or not text:
+                found.append(None)
+                continue
+            try:
+                found.append(str(allowed_path(text, allowed, what=col, where=self.path,
+                                              allow_outside=self.allow_outside)))
+            except OutsideRoot as exc:
+                found.append(None)
+                refused.append(str(exc))
+        return found[0], found[1], refused
 
 
-def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifest:
+def load_clip_manifest(path: str | Path, name: str | None = None,
+                       allow_outside: bool = False) -> ClipManifest:
     """Read a curated manifest and the curate config saved next to it (for thresholds)."""
     import yaml
 
@@ -55,7 +85,7 @@ def load_clip_manifest(path: str | Path, name: str | None = None) -> ClipManifes
     df = read_manifest(p, CLIP_SCHEMA)
     cfg_path = p.parent / CURATE_CONFIG
     config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
-    return ClipManifest(p, p.parent, df, config or {}, name or p.parent.name)
+    return ClipManifest(p, p.parent, df, config or {}, name or p.parent.name, allow_outside)
 
 
 def load_pairs_manifest(path: str | Path) -> pd.DataFrame:
@@ -309,15 +339,14 @@ def _plain(v: Any) -> Any:
     return None if v is pd.NA or v is pd.NaT else v
 
 
-def _review_entry(row: Mapping[str, Any], root: Path, why: list[str]) -> dict[str, Any]:
+def _review_entry(row: Mapping[str, Any], manifest: ClipManifest, why: list[str]) -> dict[str, Any]:
     crop = [row.get(k) for k in ("crop_x0", "crop_y0", "crop_x1", "crop_y1")]
     crop = [int(c) for c in crop] if all(pd.notna(c) for c in crop) else None
-    clip = row.get("clip_path")
+    source, clip, refused = manifest.vetted(row)
     return {
         "clip_id": row["clip_id"], "status": row["status"], "reason": row["reason"],
         "message": row.get("message") or "", "why": why,
-        "source_path": _plain(row.get("source_path")),
-        "clip_path": str(root / clip) if isinstance(clip, str) and clip else None,
+        "source_path": source, "clip_path": clip, "refused": refused,
         "clip_size": _plain(row.get("clip_size")), "crop": crop,
         # source frame the written clip starts at: evidence frames are source frames
         "start_frame": _plain(row.get("start_frame")) or 0,
@@ -344,7 +373,7 @@ def review_rows(manifest: ClipManifest, per_reason: int = REVIEW_PER_REASON,
         # variants of one source.
         picks = np.unique(np.linspace(0, len(group) - 1, min(per_reason, len(group))).round().astype(int))
         for row in group.iloc[picks].to_dict("records"):
-            rejected.append(_review_entry(row, manifest.root, [f"rejected: {row['reason']}"]))
+            rejected.append(_review_entry(row, manifest, [f"rejected: {row['reason']}"]))
     kept = df[df["status"] == "kept"]
     picked: dict[str, tuple[dict, list[str]]] = {}
     for m in CLIP_METRICS:
@@ -353,7 +382,7 @@ def review_rows(manifest: ClipManifest, per_reason: int = REVIEW_PER_REASON,
             for row in rows.to_dict("records"):
                 entry = picked.setdefault(row["clip_id"], (row, []))
                 entry[1].append(f"{end} {m.name} {row['_value']:.4g}")
-    tails = [_review_entry(row, manifest.root, why) for row, why in
+    tails = [_review_entry(row, manifest, why) for row, why in
              (picked[k] for k in sorted(picked))]
     return {"rejected": rejected, "tails": tails}
 
@@ -480,10 +509,10 @@ def pairs_summary(pairs: pd.DataFrame, bins: int = DEFAULT_BINS) -> dict[str, An
 # --- the whole audit -----------------------------------------------------------------
 def audit(manifest: str | Path, pairs: str | Path | None = None,
           compare: str | Path | None = None, names: tuple[str, str] | None = None,
-          bins: int = DEFAULT_BINS) -> dict[str, Any]:
+          bins: int = DEFAULT_BINS, allow_outside: bool = False) -> dict[str, Any]:
     """The summary `stc stats` writes: clips, optionally pairs and a comparison of the
     kept clips of two manifests."""
-    a = load_clip_manifest(manifest, names[0] if names else None)
+    a = load_clip_manifest(manifest, names[0] if names else None, allow_outside)
     summary: dict[str, Any] = {"name": a.name, "manifest": str(a.path), "bins": bins,
                                "clips": clip_summary(a, bins), "review": review_rows(a),
                                "pairs": None, "compare": None}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from stc.core.proc import children_without_stdin, detach_stdin
+
 # A local cluster binds to the loopback address only: with auth off it must not be
 # reachable from the network. A real cluster is joined with --address and keeps its own
 # network and auth settings (README: "Running on a cluster").
@@ -71,8 +73,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
             ray.init(address=address, **kwargs)
         else:
             # "local": a new private cluster, never one a `ray start` on this machine left
-            # in /tmp/ray/ray_current_cluster (Ray joins that when given no address).
-            ray.init(address="local", num_cpus=num_cpus, _node_ip_address=LOCAL_HOST, **kwargs)
+            # in /tmp/ray/ray_current_cluster (Ray joins that when given no address). Its
+            # processes get no terminal as stdin (`core.proc`): one that touched it from
+            # outside the foreground group was stopped, and the run hung.
+            with children_without_stdin():
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address=LOCAL_HOST,
+                         **kwargs)
     except Exception as exc:  # noqa: BLE001 - Ray raises many types for one cause
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise RayUnavailable(f"could not start or join {where} ({type(exc).__name__}: {exc}); "
@@ -114,6 +120,7 @@ class _Actor:
     def __init__(self, worker_cls: type, kwargs: dict[str, Any]):
         import ray
 
+        detach_stdin()          # on any cluster: nothing this worker starts reads a terminal
         self.node = ray.get_runtime_context().get_node_id()
         self.error: str | None = None
         try:

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from stc.core.fs import TEMP_PREFIX, atomic_path
+from stc.core.proc import run_program, start_program
 
 
 class VideoError(RuntimeError):
@@ -469,7 +470,7 @@ def read_frames(path: str | Path, start: int = 0, count: int | None = None,
 
 
 def _run_ffmpeg(cmd: list[str], what: str, stdin: bytes | None = None) -> None:
-    proc = subprocess.run(cmd, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = run_program(cmd, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
         raise VideoError(f"{what}: ffmpeg failed ({' | '.join(tail)})")
@@ -566,7 +567,7 @@ def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, i
                "-map", "[enc]", "-an", "-fps_mode", "passthrough", *limit,
                *x264_args(crf, preset, pix_fmt, threads, keyint), str(tmp),
                "-map", "[gray]", "-fps_mode", "passthrough", *limit, "-f", "rawvideo", "pipe:1"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        proc = start_program(cmd, stdout=subprocess.PIPE, stderr=err)
         frame_bytes = a * a
         try:
             while True:
@@ -609,8 +610,8 @@ class FrameWriter:
             cmd += ["-i", str(audio_from), "-map", "0:v", "-map", "1:a?", "-c:a", "copy"]
         cmd += [*x264_args(crf, preset, pix_fmt, threads), str(self.tmp)]
         self._err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     stderr=self._err)
+        self.proc = start_program(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=self._err)
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:

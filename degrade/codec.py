@@ -22,6 +22,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from stc.core.proc import run_program
 from stc.core.video import VideoError, ffmpeg_exe, x264_args
 
 
@@ -40,12 +41,11 @@ def _encode(frames: np.ndarray, fps: float, out_args: dict[str, str], what: str)
     stream = (ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", r=str(fps_q))
               .output("pipe:", format="h264", an=None, **out_args)
               .global_args("-nostdin", "-loglevel", "error"))
-    try:
-        out, _ = stream.run(cmd=ffmpeg_exe(), input=frames.tobytes(), capture_stdout=True,
-                            capture_stderr=True)
-    except ffmpeg.Error as exc:
-        tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
-        raise VideoError(f"{what}: ffmpeg failed ({' | '.join(tail)})") from None
+    done = run_program(stream.compile(cmd=ffmpeg_exe()), input=frames.tobytes(), capture_output=True)
+    if done.returncode != 0:
+        tail = (done.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
+        raise VideoError(f"{what}: ffmpeg failed ({' | '.join(tail)})")
+    out = done.stdout
     if not out:
         raise VideoError(f"{what}: ffmpeg produced no bytes")
     return out

@@ -22,6 +22,7 @@ from stc.core import storage
 from stc.core.config import from_dict, to_dict, with_sets
 from stc.core.content_hash import content_hash, identical_groups
 from stc.core.names import CLIP_MANIFEST, CURATE_CONFIG, RUN_STATS
+from stc.core.paths import record_input_roots
 from stc.core.runtime import RayOptions
 from stc.curation.clip import ClipCurator, source_id_for
 from stc.curation.config import CurateConfig
@@ -106,6 +107,17 @@ def _identified(rows: list[dict[str, Any]], local: str | Path, item: dict[str, A
     return [{**r, "source_hash": digest, "duplicate_paths": dups} for r in rows]
 
 
+def input_roots(inputs: list[str], items: list[dict[str, Any]]) -> list[str]:
+    """What this run may later read `source_path`s from (`core.paths`): the folders given,
+    and every input file outside them (listed, globbed, or behind a link)."""
+    folders = [str(storage.location(i)) if storage.is_url(i) else str(Path(i).expanduser().resolve())
+               for i in inputs if storage.is_url(i) and storage.isdir(i) or Path(i).is_dir()]
+    files = [it["source_path"] for it in items]
+    files += [d for it in items for d in it.get("duplicate_paths") or []]
+    return folders + [f for f in files if not any(
+        f == d or f.startswith(d.rstrip("/") + "/") for d in folders)]
+
+
 def merge_identical(items: list[dict[str, Any]], done: Mapping[str, str]) -> list[dict[str, Any]]:
     """Byte-identical inputs are one source: the first in sorted order (or the one a former
     run finished, so a rerun resumes) is curated and names the others in `duplicate_paths`."""
@@ -154,7 +166,7 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
         settings=to_dict(cfg), settings_file=storage.join(out, CURATE_CONFIG),
         settings_hint="use a new --out, or --allow-config-change to continue anyway",
         stats_file=storage.join(out, RUN_STATS), loading="loading dlib and PP-OCR",
-        part_items=part_items)
+        part_items=part_items, prepare=lambda: record_input_roots(out, input_roots(inputs, items)))
     report = run_pipeline(pipeline, items, done,
                           retry_errors=retry_errors, allow_settings_change=allow_config_change,
                           ray=RayOptions(address, num_cpus, verbose), workers=workers,

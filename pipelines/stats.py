@@ -22,7 +22,8 @@ from stc.pipelines.options import print_next
 
 def run_stats(manifest: str | Path, out: str | Path, pairs: str | Path | None = None,
               compare: str | Path | None = None, names: tuple[str, str] | None = None,
-              bins: int = 20, examples: int = 4) -> tuple[dict[str, Any], dict[str, Path]]:
+              bins: int = 20, examples: int = 4, allow_outside: bool = False
+              ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Audit `manifest` into `out`; returns (summary, written files). With `pairs`, a strip
     of `examples` pairs per recipe."""
 
@@ -33,8 +34,8 @@ def run_stats(manifest: str | Path, out: str | Path, pairs: str | Path | None = 
         expect_folder(other, CURATED, "stc stats --compare")
     if pairs:
         expect_folder(pairs, PAIRS, "stc stats --pairs")
-    summary = audit(manifest, pairs, compare, names, bins)
-    shown = example_pairs(pairs, examples) if pairs and examples else None
+    summary = audit(manifest, pairs, compare, names, bins, allow_outside)
+    shown = example_pairs(pairs, examples, allow_outside) if pairs and examples else None
     return summary, write_report(summary, out, shown)
 
 
@@ -57,13 +58,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="report folder: report.html, summary.json, *.png")
     p.add_argument("--json", action="store_true", help="also print the summary JSON on stdout")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="draw videos the manifest names outside its folder and outside the "
+                        "inputs its run recorded (a manifest from elsewhere: refused by default)")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     summary, files = run_stats(args.manifest, args.out, args.pairs, args.compare,
                                tuple(args.names) if args.names else None, args.bins,
-                               args.examples)
+                               args.examples, args.allow_outside)
     c = summary["clips"]
     print(f"stc stats: {c['rows']} rows, {c['status'].get('kept', 0)} kept; wrote "
           f"{', '.join(sorted(p.name for p in files.values()))} to {args.out}", file=sys.stderr)

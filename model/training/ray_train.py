@@ -13,12 +13,14 @@ by checking that all ranks hold the same weights (`check_replicas`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from stc.core.proc import detach_stdin
 from stc.core.runtime import init_ray
 
 
@@ -111,7 +113,7 @@ def fit(loop_per_worker: Callable[[dict[str, Any]], None], loop_config: dict[str
     run_dir.mkdir(parents=True, exist_ok=True)
     resources = {"CPU": cpus_per_worker} if cpus_per_worker else None
     trainer = TorchTrainer(
-        loop_per_worker, train_loop_config=loop_config,
+        functools.partial(_without_stdin, loop_per_worker), train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=str(run_dir / "ray")),
@@ -123,6 +125,11 @@ def fit(loop_per_worker: Callable[[dict[str, Any]], None], loop_config: dict[str
     # Ray Train 2 keeps metrics only alongside Ray checkpoints (we write our own), so the
     # record of the run is worker 0's metrics.jsonl.
     return last_metrics(run_dir)
+
+
+def _without_stdin(loop_per_worker: Callable[[dict[str, Any]], None], config: dict[str, Any]) -> None:
+    detach_stdin()          # on any cluster: nothing a worker starts reads a terminal
+    loop_per_worker(config)
 
 
 def last_metrics(run_dir: str | Path) -> dict[str, Any]:
