@@ -21,8 +21,10 @@ runs on a laptop folder and on a bucket.
   On a cluster every node needs them in its own environment.
 
 The output lock on object storage (`ObjectLock`) is a lock object created only if absent
-(a conditional PUT, `If-None-Match: *` on S3) and renewed by a heartbeat: a lock whose lease
-ran out (its holder was killed) is taken over. See `ObjectLock` for the limits.
+(a conditional PUT, `If-None-Match: *` on S3) and renewed by a heartbeat, each renewal and a
+takeover of a lock whose lease ran out (its holder was killed) a compare-and-swap on its
+ETag (`If-Match`); every write below a locked folder checks the lease first. See
+`ObjectLock` for the limits.
 """
 
 from __future__ import annotations
@@ -261,6 +263,7 @@ def write_bytes(loc: Location, data: bytes) -> None:
         with atomic_path(loc) as tmp:
             tmp.write_bytes(data)
         return
+    _fence(str(loc))
     fs, path = _fs(loc)
     fs.pipe_file(path, data)
 
@@ -275,6 +278,7 @@ def remove(loc: Location) -> None:
     if isinstance(loc, Path):
         loc.unlink(missing_ok=True)
         return
+    _fence(str(loc))
     fs, path = _fs(loc)
     with contextlib.suppress(FileNotFoundError):
         fs.rm_file(path)
@@ -294,6 +298,7 @@ def upload(local: Path, loc: Location) -> None:
         with atomic_path(loc) as tmp:
             shutil.copyfile(local, tmp)
         return
+    _fence(str(loc))
     fs, path = _fs(loc)
     fs.put_file(str(local), path)
 
@@ -397,18 +402,62 @@ def _create(fs, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+class LeaseLost(RuntimeError):
+    """This run no longer holds its output lock: it must not write another byte there."""
+
+
+class _Conflict(Exception):
+    """A conditional write found the object changed: someone else wrote it."""
+
+
+def _etag(fs, path: str) -> str | None:
+    fs.invalidate_cache(path)
+    info = fs.info(path)
+    tag = info.get("ETag") or info.get("etag")
+    return str(tag) if tag else None
+
+
+def _swap(fs, path: str, data: bytes, etag: str) -> None:
+    """Overwrite `path` only if it still has `etag` (compare-and-swap: S3 `If-Match`)."""
+    try:
+        fs.pipe_file(path, data, IfMatch=etag)
+    except FileNotFoundError:
+        raise _Conflict(path) from None
+    except OSError as exc:
+        if "pre-condition" in str(exc).lower() or "precondition" in str(exc).lower():
+            raise _Conflict(path) from None
+        raise
+
+
+# Output locks this process holds, by folder: every write below one checks its lease first.
+_HELD: dict[str, "ObjectLock"] = {}
+
+
+def _fence(loc: str) -> None:
+    for folder, lock in list(_HELD.items()):
+        if loc.startswith(folder.rstrip("/") + "/") and loc != lock.url:
+            lock.check()
+
+
 class ObjectLock:
     """One writer per output URL: the object `OUT/.stc.lock`, created only if absent.
 
     * Taking it is one conditional PUT (`If-None-Match: *` on S3, an exclusive create on
       other fsspec backends): of two runs starting at once exactly one succeeds.
-    * The holder renews its lease every `lease / 4` seconds from a background thread; a
-      lock whose lease ran out belongs to a run that died (kill -9, a lost node) and is
-      deleted and taken. Holders' clocks are trusted to within a minute (a margin is added).
-    * Release deletes it. Limits: a backend without exclusive create (some S3-compatible
-      stores ignore If-None-Match) cannot tell two simultaneous starts apart; the lock then
-      only catches a second run that starts while the first is running. Stale temp
-      cleanup, the other half of the local lock's job, is not needed: PUTs are atomic.
+    * The holder renews its lease every `lease / 4` seconds from a background thread, each
+      renewal a compare-and-swap on the ETag of its own last write (`If-Match`). A lock whose
+      lease ran out belongs to a run that died (kill -9, a lost node); it is taken over by
+      the same compare-and-swap on the ETag the taker read, so of two runs that both find it
+      expired exactly one gets it (a delete-then-create let both in).
+    * The holder checks its lease before every write below the folder (`check`): it stops
+      (`LeaseLost`) when a renewal found the lock taken over, or when it could not renew for
+      a whole lease (a network cut: a taker may be about to start), which is before anyone
+      may take it over (lease + `CLOCK_MARGIN` after the last renewal; clocks are trusted to
+      within that margin).
+    * Release deletes it when it is still this run's. Limits: a backend without exclusive
+      create (some S3-compatible stores ignore If-None-Match) cannot tell two simultaneous
+      starts apart, and one without If-Match (not S3) takes an expired lock over by delete
+      and create, which two runs finding it expired at the same instant can both pass.
     """
 
     CLOCK_MARGIN = 60.0
@@ -421,9 +470,13 @@ class ObjectLock:
         self.token = secrets.token_hex(8)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.etag: str | None = None            # of this run's last write of the lock
+        self.renewed = 0.0                      # monotonic time that write's body was made
+        self.lost: str | None = None            # why this run no longer holds it
 
     def _body(self) -> bytes:
         now = time.time()
+        self.renewed = time.monotonic()
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                            "command": self.command, "token": self.token,
                            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -437,19 +490,36 @@ class ObjectLock:
         except ValueError:
             return {}
 
+    def _cas(self, fs) -> bool:
+        return "s3" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
+
     def acquire(self) -> "ObjectLock":
         fs, path = _fs(self.url)
-        for attempt in range(2):
+        for _ in range(3):
             try:
-                _create(fs, path, self._body())
+                body = self._body()
+                _create(fs, path, body)
                 break
             except FileExistsError:
+                try:
+                    seen = _etag(fs, path) if self._cas(fs) else None
+                except FileNotFoundError:
+                    continue                         # released in between: try again
                 holder = self._holder()
                 if holder is None:
-                    continue                         # released in between: try again
-                if attempt == 0 and time.time() > holder.get("expires", 0) + self.CLOCK_MARGIN:
-                    remove(self.url)                 # its holder stopped renewing: dead
                     continue
+                if time.time() > holder.get("expires", 0) + self.CLOCK_MARGIN:
+                    # Its holder stopped renewing: dead. Take it over in one conditional
+                    # write on what we read; a second taker's write then fails.
+                    if seen is None:
+                        remove(self.url)
+                        continue
+                    try:
+                        body = self._body()
+                        _swap(fs, path, body, seen)
+                        break
+                    except _Conflict:
+                        continue                     # someone was faster: look again
                 raise OutputLocked(
                     f"{self.folder} is being written by another stc run (pid {holder.get('pid')} "
                     f"on {holder.get('host')}, `{holder.get('command')}`, since "
@@ -459,15 +529,44 @@ class ObjectLock:
                     "it by hand") from None
         else:
             raise OutputLocked(f"could not take the lock {self.url}; another run keeps taking it")
+        self.etag = _etag(fs, path) if self._cas(fs) else None
+        if (self._holder() or {}).get("token") != self.token:
+            raise OutputLocked(f"could not take the lock {self.url}; another run took it first")
+        _HELD[str(self.folder)] = self
         self._thread = threading.Thread(target=self._renew, name="stc-lock-lease", daemon=True)
         self._thread.start()
         return self
 
+    def renew(self) -> None:
+        """One renewal (the lease thread calls it): a compare-and-swap on our last write."""
+        fs, path = _fs(self.url)
+        if self.etag is None:
+            if (self._holder() or {}).get("token") != self.token:
+                self.lost = "another run took the lock over"
+                return
+            fs.pipe_file(path, self._body())
+            return
+        try:
+            _swap(fs, path, self._body(), self.etag)
+        except _Conflict:
+            self.lost = "another run took the lock over"
+            return
+        self.etag = _etag(fs, path)
+
     def _renew(self) -> None:
-        while not self._stop.wait(self.lease / 4):
+        while not self._stop.wait(self.lease / 4) and self.lost is None:
             with contextlib.suppress(Exception):     # a missed renewal is retried next time
-                if (self._holder() or {}).get("token") == self.token:
-                    write_bytes(self.url, self._body())
+                self.renew()
+
+    def check(self) -> None:
+        """Raise LeaseLost unless this run still holds the lock: before every write."""
+        if self.lost is None and time.monotonic() - self.renewed > self.lease:
+            self.lost = f"it could not be renewed for {self.lease:.0f} s"
+        if self.lost is not None:
+            raise LeaseLost(
+                f"this run lost its lock on {self.folder} ({self.lost}) and stopped writing "
+                "there; what it committed before is kept. Check that no other run writes "
+                "there, then rerun the same command to resume")
 
     def release(self) -> None:
         if self._thread is None:
@@ -475,8 +574,9 @@ class ObjectLock:
         self._stop.set()
         self._thread.join(timeout=10)
         self._thread = None
+        _HELD.pop(str(self.folder), None)
         with contextlib.suppress(Exception):
-            if (self._holder() or {}).get("token") == self.token:
+            if self.lost is None and (self._holder() or {}).get("token") == self.token:
                 remove(self.url)
 
     def __enter__(self) -> "ObjectLock":

@@ -194,3 +194,74 @@ def test_curate_records_the_inputs_it_was_given(tmp_path, monkeypatch):
     assert recorded_input_roots(tmp_path / "out") == sorted(roots)
     monkeypatch.setenv("STC_KEY_FILE", str(tmp_path / "another_users_key"))
     assert recorded_input_roots(tmp_path / "out") == []
+
+
+# --- object-storage lock: compare-and-swap takeover, a lease checked before each write ----
+from tests.test_s3 import s3  # noqa: E402,F401 - moto's S3 server on 127.0.0.1 (fixture)
+
+
+def test_an_expired_lock_is_taken_by_exactly_one_of_two_runs(s3):
+    import threading
+    import time
+
+    from stc.core import storage
+    from stc.core.fs import OutputLocked
+    from stc.core.storage import ObjectLock
+
+    url = "s3://cur/contended"
+    for trial in range(8):
+        stale = {"pid": 1, "host": "gone", "command": "stc curate killed", "token": "x",
+                 "since": "then", "renewed": time.time() - 1000, "expires": time.time() - 900}
+        storage.write_text(f"{url}/.stc.lock", json.dumps(stale))
+        got, barrier = [], threading.Barrier(2)
+
+        def take(n: int) -> None:
+            barrier.wait()
+            try:
+                got.append(ObjectLock(url, f"run {n}", lease_seconds=30).acquire())
+            except OutputLocked:
+                pass
+
+        threads = [threading.Thread(target=take, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(got) == 1, f"trial {trial}: {len(got)} runs hold the lock"
+        holder = json.loads(storage.read_text(f"{url}/.stc.lock"))
+        assert holder["token"] == got[0].token
+        got[0].release()
+
+
+def test_a_run_that_lost_its_lease_stops_writing(s3):
+    import time
+
+    from stc.core import storage
+    from stc.core.storage import LeaseLost, ObjectLock
+
+    url = "s3://cur/lease"
+    lock = ObjectLock(url, "stc degrade holder", lease_seconds=2).acquire()
+    try:
+        storage.write_text(f"{url}/part", "written while holding it")
+        # Another run takes the lock over (as after a long network cut): the holder's next
+        # renewal finds the ETag changed, and every write after that is refused.
+        storage._fs(url)[0].pipe_file(f"cur/lease/.stc.lock", json.dumps(
+            {"token": "other", "command": "stc degrade taker", "expires": time.time() + 600}).encode())
+        deadline = time.monotonic() + 10
+        while lock.lost is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with pytest.raises(LeaseLost, match="lost its lock.*rerun the same command"):
+            storage.write_text(f"{url}/index", "must not be written")
+        assert not storage.exists(f"{url}/index")
+    finally:
+        lock.release()
+    assert json.loads(storage.read_text(f"{url}/.stc.lock"))["token"] == "other"   # not removed
+
+    # A holder that could not renew for a whole lease stops before anyone may take over.
+    lock = ObjectLock("s3://cur/lease2", "cut off", lease_seconds=30).acquire()
+    try:
+        lock.renewed -= 31
+        with pytest.raises(LeaseLost, match="could not be renewed"):
+            storage.write_text("s3://cur/lease2/index", "x")
+    finally:
+        lock.release()
