@@ -255,10 +255,10 @@ def test_chunk_plan_covers_every_frame_and_weights_blend():
             assert e - s == min(n, T)
             covered[s:e] += 1
         assert covered.min() >= 1 and chunks[-1][1] == n
-    face = np.array([16.0, 16.0, 48.0, 48.0])
-    m = face_mask((0, 0, 64, 64), (0.0, 0.0, 64.0), face, DEFAULT_ELLIPSE, 0.08)
-    assert m.shape == (64, 64, 1) and m[34, 32, 0] > 0.99
-    assert m[0, :, 0].max() == 0 and m[:, 0, 0].max() == 0 and m[63, 0, 0] == 0
+    face = np.array([116.0, 16.0, 148.0, 48.0])
+    m = face_mask((100.0, 0.0, 64.0), face, DEFAULT_ELLIPSE, 0.08, size=64)
+    assert m.shape == (64, 64) and m[34, 32] > 0.99
+    assert m[0].max() == 0 and m[:, 0].max() == 0 and m[63].max() == 0 and m[:, 63].max() == 0
 
 
 def test_a_stage1_run_is_refused_with_a_plain_message(work, tmp_path, capsys):

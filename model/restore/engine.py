@@ -297,8 +297,8 @@ class FaceVideoRestorer:
             if x1 <= x0 or y1 <= y0:
                 continue
             patch = uncut_square(crop, box, region)
-            alpha = face_mask(region, box, p.faces[n] * up, p.track.ellipse[n],
-                              self.opts.feather)
+            mask = face_mask(tuple(p.crops[n]), p.faces[n], p.track.ellipse[n], self.opts.feather)
+            alpha = uncut_square(mask, box, region)
             if out is frame:
                 out = frame.copy()
             mixed = blend(out[y0:y1, x0:x1], patch, alpha, self.opts.color_match)

@@ -52,38 +52,38 @@ def ellipse_from_landmarks(points: np.ndarray, face: tuple[float, float, float, 
     return out if plausible else DEFAULT_ELLIPSE.copy()
 
 
-def face_mask(region: tuple[int, int, int, int], crop: tuple[float, float, float],
-              face: np.ndarray, ellipse: np.ndarray, feather: float) -> np.ndarray:
-    """[h, w, 1] float32 alpha over `region` (frame pixels) for a face box `face` (x0, y0,
-    x1, y1) with ellipse parameters `ellipse`, zero outside the crop box."""
-    rx0, ry0, rx1, ry1 = region
-    w, h = rx1 - rx0, ry1 - ry0
-    side = max(face[2] - face[0], face[3] - face[1], 1.0)
+MASK_SIZE = 256     # the mask is drawn on a crop this size and warped like the crop
+
+
+def face_mask(crop: tuple[float, float, float], face: np.ndarray, ellipse: np.ndarray,
+              feather: float, size: int = MASK_SIZE) -> np.ndarray:
+    """[size, size] float32 alpha over the crop box (x0, y0, side) for a face box `face`
+    (x0, y0, x1, y1, same pixels) with ellipse parameters `ellipse`; zero on the crop's
+    border. Drawn in the crop's own frame, it is warped back exactly as the crop is."""
+    x0, y0, cs = crop
+    k = size / cs
+    fside = max(face[2] - face[0], face[3] - face[1], 1.0) * k
     dx, dy, ax, ay, roll = ellipse
-    cx = (face[0] + face[2]) / 2 + dx * side - rx0 - 0.5     # pixel-index coordinates
-    cy = (face[1] + face[3]) / 2 + dy * side - ry0 - 0.5
-    m = np.zeros((h, w), np.uint8)
+    cx = ((face[0] + face[2]) / 2 - x0) * k + dx * fside - 0.5     # pixel-index coordinates
+    cy = ((face[1] + face[3]) / 2 - y0) * k + dy * fside - 0.5
+    m = np.zeros((size, size), np.uint8)
     f = 16     # cv2 draws with 4 fractional bits: the mask moves by sub-pixels, not in steps
     cv2.ellipse(m, (int(round(cx * f)), int(round(cy * f))),
-                (max(1, int(round(ax * side * f))), max(1, int(round(ay * side * f)))),
+                (max(1, int(round(ax * fside * f))), max(1, int(round(ay * fside * f)))),
                 math.degrees(roll), 0, 360, 255, -1, cv2.LINE_AA, 4)
     alpha = m.astype(np.float32) / 255
-    sigma = feather * side
-    if sigma >= 0.5:
+    sigma = feather * fside
+    if sigma >= 0.3:
         alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
     # zero at the crop's border: ramps over its outer 4%
-    x0, y0, cs = crop
-    ramp = max(1.0, 0.04 * cs)
-    xs = np.arange(rx0, rx1) + 0.5
-    ys = np.arange(ry0, ry1) + 0.5
-    wx = np.clip((np.minimum(xs - x0, x0 + cs - xs) - 0.5) / ramp, 0, 1)
-    wy = np.clip((np.minimum(ys - y0, y0 + cs - ys) - 0.5) / ramp, 0, 1)
-    return (alpha * np.minimum.outer(wy, wx).astype(np.float32))[:, :, None]
+    pos = np.arange(size) + 0.5
+    ramp = np.clip((np.minimum(pos, size - pos) - 0.5) / max(1.0, 0.04 * size), 0, 1)
+    return alpha * np.minimum.outer(ramp, ramp).astype(np.float32)
 
 
 def color_offset(base: np.ndarray, patch: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Per-channel mean of base - patch over the mask's outer ring (zero if it is empty)."""
-    ring = (alpha[:, :, 0] > 0.1) & (alpha[:, :, 0] < 0.6)
+    ring = (alpha > 0.1) & (alpha < 0.6)
     if ring.sum() < 16:
         return np.zeros(3, np.float32)
     return (base[ring].astype(np.float32) - patch[ring].astype(np.float32)).mean(0)
@@ -91,9 +91,10 @@ def color_offset(base: np.ndarray, patch: np.ndarray, alpha: np.ndarray) -> np.n
 
 def blend(base: np.ndarray, patch: np.ndarray, alpha: np.ndarray, color_match: bool
           ) -> np.ndarray:
-    """base + alpha * (patch - base), float32; the patch colour-matched first if asked."""
+    """base + alpha * (patch - base), float32 (alpha [h, w]); the patch colour-matched first
+    if asked."""
     base = base.astype(np.float32)
     patch = patch.astype(np.float32)
     if color_match:
         patch = patch + color_offset(base, patch, alpha)
-    return base + alpha * (patch - base)
+    return base + alpha[:, :, None] * (patch - base)

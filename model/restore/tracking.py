@@ -34,6 +34,15 @@ from stc.model.restore.options import FaceOptions
 from stc.model.restore.paste import DEFAULT_ELLIPSE, ellipse_from_landmarks
 
 
+def cut_frames(transition: tuple[int, int, float]) -> tuple[int, int]:
+    """The frames [t0, t1) a transition takes from both shots. TransNetV2 flags a hard cut on
+    the last frame before it, a whole frame of the old shot that curation may drop but a
+    restorer must not leave raw: a one-frame transition becomes a cut after that frame. A
+    longer one (a dissolve, a wipe) holds blends of two shots and stays in no shot."""
+    t0, t1 = transition[0], transition[1]
+    return (t1, t1) if t1 - t0 <= 1 else (t0, t1)
+
+
 @dataclass
 class FaceTrack:
     """One face through one shot, a box on every frame of [start, end)."""
@@ -150,8 +159,8 @@ class TrackFinder:
             while pending and pending[0] < upto:
                 f = pending.popleft()
                 while state["consumed"] < len(shots.transitions) and \
-                        shots.transitions[state["consumed"]][0] <= f:
-                    t0, t1, _ = shots.transitions[state["consumed"]]
+                        cut_frames(shots.transitions[state["consumed"]])[0] <= f:
+                    t0, t1 = cut_frames(shots.transitions[state["consumed"]])
                     state["consumed"] += 1
                     close_shot(max(state["start"], t0))
                     state["shot"] += 1
@@ -191,7 +200,7 @@ class TrackFinder:
         shots.finish()
         feed(count + 1)
         close_shot(count)
-        shot_list = shots_between(shots.transitions, 0, count)
+        shot_list = shots_between([(*cut_frames(t), t[2]) for t in shots.transitions], 0, count)
         tracks = [self._span(k, t, samples, count, shot_list) for k, t in enumerate(
             sorted(closed, key=lambda t: (t.frames[0], t.boxes[0].x0)))]
         return FaceTracks(count, shot_list, [t for t in tracks if t.frames > 0],
