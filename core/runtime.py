@@ -173,7 +173,7 @@ def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs:
     its own actor.
     """
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import ObjectLostError, RayActorError
 
     if not items:
         return
@@ -197,8 +197,16 @@ def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs:
 
     def submit(actor) -> None:
         item = next(queue, None)
-        if item is not None:
-            pending[actor.run.remote(item)] = (actor, item)
+        if item is None:
+            # Nothing left for it: its CPUs go back now, so a replacement for a worker that
+            # died (on a cluster that lost a node, maybe with nowhere else to go) can start.
+            if actor is not None:
+                ray.kill(actor)
+            return
+        if actor is None:
+            actor = start()
+            actors.append(actor)
+        pending[actor.run.remote(item)] = (actor, item)
 
     for a in actors:
         submit(a)
@@ -209,11 +217,12 @@ def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs:
             actor, item = pending.pop(ref)
             try:
                 result = ray.get(ref)
-            except RayActorError as exc:
-                result = {"ok": False, "node": None, "seconds": 0.0,
+            except (RayActorError, ObjectLostError) as exc:
+                # Its process, or the node under it, died: a replacement takes the next item.
+                result = {"ok": False, "node": None, "seconds": 0.0, "died": True,
                           "error": f"the worker process died on this input ({_short(exc, 200)})"}
                 ray.kill(actor)
-                actor = start()
+                actor = None
             yield item, result
             submit(actor)
     finally:

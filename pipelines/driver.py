@@ -237,7 +237,7 @@ def _execute(p: Pipeline, todo: list[dict[str, Any]], report: RunReport, ray_opt
         tasks = [{"items": todo[i:i + size]} for i in range(0, len(todo), size)]
         # A task whose worker process died is split and run again item by item (one bad
         # video must not take the others of its task down); a lone item that kills its
-        # worker again becomes the error row.
+        # worker twice becomes the error row.
         while tasks:
             retry: list[dict[str, Any]] = []
             results = _in_process(spec, tasks) if local else \
@@ -247,8 +247,11 @@ def _execute(p: Pipeline, todo: list[dict[str, Any]], report: RunReport, ray_opt
                 if not result["ok"] and DISK_FULL_TEXT in result["error"]:
                     raise disk_full_error(_local_disk(p), _bytes_needed(p, report, len(todo)), resume)
                 if not result["ok"]:
-                    if len(task["items"]) > 1:
-                        retry += [{"items": [it]} for it in task["items"]]
+                    # Split, and each item once more on its own: a node that went away is
+                    # not the video's fault; the third death of its worker is.
+                    if len(task["items"]) > 1 or not task.get("again"):
+                        retry += [{"items": [it], "again": len(task["items"]) == 1}
+                                  for it in task["items"]]
                         continue
                     result = {"ok": True, "node": result.get("node"),
                               "payload": _error_part(spec, task["items"][0], result["error"])}

@@ -34,6 +34,7 @@ from stc.degrade.windows import WindowOptions
 
 from .conftest import noise_video
 from .test_degrade_pipeline import kept_row
+from .test_s3 import s3  # noqa: F401 - the moto server fixture
 
 
 def clip_row(sid: str, n: int, status: str = "kept") -> dict:
@@ -165,3 +166,83 @@ def test_workers_write_parts_and_shards_with_provenance(four_clips, tmp_path, ra
 
     ds = ray.data.read_parquet(committed_files(pairs))
     assert sorted(r["pair_id"] for r in ds.take_all()) == sorted(prov.pair_id)
+
+
+# --- a worker node killed mid-run ------------------------------------------------------------
+@pytest.fixture
+def fragile_cluster():
+    """A head and a worker node (one CPU each) on 127.0.0.1 whose GCS notices a dead node
+    within ~2 s (Ray's default waits ~30 s)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 80 << 20}
+    fast = {"health_check_period_ms": 500, "health_check_timeout_ms": 500,
+            "health_check_failure_threshold": 3, "health_check_initial_delay_ms": 0}
+    c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False,
+                                                      "_system_config": fast})
+    c.node_args = node
+    yield c
+    c.shutdown()
+
+
+def four_inputs(folder: Path) -> Path:
+    """Four 1.6 s inputs, two from each bundled sample."""
+    from stc.core.video import encode_frames, read_frames
+
+    folder.mkdir(parents=True)
+    for src in sorted((Path(__file__).resolve().parents[1] / "curation" / "samples").glob("*.mp4")):
+        for k, start in enumerate((0, 60)):
+            encode_frames(read_frames(src, start, 40), folder / f"{src.stem}_{k}.mp4", fps=25.0,
+                          crf=12, preset="ultrafast")
+    return folder
+
+
+@pytest.mark.slow
+# "local" passes too (same driver path, ~70 s here); the default runs the object-storage case
+# only, to keep the suite's time: the kill -9 tests of test_reliability_runs cover local disk.
+@pytest.mark.parametrize("where", ["s3"])
+def test_killing_a_worker_node_mid_curate_loses_and_duplicates_nothing(tmp_path, where, request):
+    import subprocess
+    import sys
+    import time
+
+    if where == "s3":
+        # Before the cluster: its nodes' workers take the endpoint from their own environment.
+        request.getfixturevalue("s3")
+        out = f"s3://cur/node-kill-{tmp_path.name}"
+    else:
+        out = str(tmp_path / "cur")
+    fragile_cluster = request.getfixturevalue("fragile_cluster")
+    inputs = four_inputs(tmp_path / "raw")
+    worker = fragile_cluster.add_node(**fragile_cluster.node_args)
+    fragile_cluster.wait_for_nodes()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stc.pipelines.cli", "curate", str(inputs), "--out", out,
+         "--config", "fast", "--part-size", "1", "--address", fragile_cluster.address, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    manifest = storage.join(out, "manifest.parquet")
+    deadline = time.time() + 240
+    while not manifest_files(manifest):            # the first committed input
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.1)
+    committed_at_kill = len(manifest_files(manifest))
+    fragile_cluster.remove_node(worker, allow_graceful=False)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert committed_at_kill < 4, "killed too late to test anything"
+    # Ray's own note on the dead raylet may precede the summary on stdout.
+    summary, _ = json.JSONDecoder().raw_decode(stdout, stdout.index("{\n"))
+    assert summary["processed"] == 4 and summary["failed_inputs"] == 0, summary
+    rows = read_table(manifest, CLIP_SCHEMA).to_pylist()
+    assert len({r["source_id"] for r in rows}) == 4 and "error" not in {r["status"] for r in rows}
+    # Nothing twice in what the index names, every clip there.
+    raw = Counter(cid for f in manifest_files(manifest)
+                  for cid in read_table_file(f).column("clip_id").to_pylist())
+    assert raw and max(raw.values()) == 1
+    assert all(storage.exists(storage.join(out, r["clip_path"])) for r in rows)
+
+
+def read_table_file(f):
+    return mio.read_parquet(f)
