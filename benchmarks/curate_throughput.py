@@ -1,33 +1,31 @@
-"""Input frames/s of `stc curate`, with and without shot detection, against, in the same
-run, (a) a plain decode of the same files and (b) a bare crop-and-encode of the clips it
-wrote, with the same encoder settings.
+"""`stc curate` against its floor, per pass, for this tree and (optionally) a baseline tree,
+in one run.
 
-Every run uses the same parallelism (one job per core, `--workers`), so the ratios say what
-the analysis (shots, faces, landmarks, tracks, OCR, motion) and Ray cost on top of the work
-the pipeline cannot avoid. `cpu_bound_fps` divides the frames by the CPU seconds the
-workers and their ffmpeg children used (over `--workers` cores): the rate an otherwise
-idle machine would reach, which a machine shared with other jobs cannot show in wall time. Ray is started before the clock runs: a cluster is started once
-per session, not once per dataset. Runs, all on the same inputs:
+The floor is what no curator can beat: decode each source once and encode one 512x512
+x264 stream per kept clip (the clip's frames, cropped and scaled as stc crops them) at the
+shipped preset and CRF, two sources at a time, in one ffmpeg per source (one decode, a
+`split` to every clip's encoder). `floor_decode` is the decode alone. stc's figure is the
+wall time of `stc curate` on the same inputs with the same workers (Ray started before the
+clock runs: a cluster is started once per session, not once per dataset).
 
-- `stc_curate`: the given config (default: TransNetV2 shots, x264 veryfast);
-- `without_shots`: the same with `shots.detector: none`;
-- `scenedetect`: the same with `shots.detector: scenedetect`;
-- `before_issue_12`: no shots and x264 `medium`, the settings curation had before shots,
-  tracks and the preset change (`--no-baseline` skips it).
+Each tree runs in a subprocess of its own, so a baseline tree (a `git worktree` of an
+earlier commit) is measured beside this one under the same load:
 
-`per_pass` splits the worker time of `stc_curate` by step (seconds per 1000 input frames):
-`decode` is the one decode of each source (with the thumbnails and sample frames swscale
-makes from it), `shots` the shot detector, `faces` dlib detection and landmarks, `tracks`
-linking (and face embeddings), `write` the clip transcodes (each decoding only its segment).
+    git worktree add /tmp/stc_base 4630147
+    .venv/bin/python benchmarks/curate_throughput.py --cases shared,raw720p --baseline /tmp/stc_base
 
-    .venv/bin/python benchmarks/curate_throughput.py [VIDEOS...] [--config default] [--workers 2]
-    .venv/bin/python benchmarks/curate_throughput.py --raw-footage     # 1280x720 raw-style inputs
+`--baseline` maps the `stc.*` namespace onto that tree as `pyproject.toml`'s `package-dir`
+does (symlinks in a temp folder put first on PYTHONPATH). Cases: `shared` (the VIDEOS
+folder, default ../shared/data/videos) and `raw720p` (1280x720 raw-style inputs built from
+it as the tests build them, tests/raw_footage.py: six clips joined by hard cuts, two people
+side by side, a 20 s single shot).
 
-`--raw-footage` builds raw-style 1280x720 inputs from the shared clips first (as the tests
-do, tests/raw_footage.py): six clips joined with hard cuts, two people side by side, and a
-20 s single shot.
-
-Prints one JSON object (results: benchmarks/results/curate_throughput.json).
+Per tree and case: wall seconds, CPU seconds of the workers and their ffmpeg children,
+`floor_ratio` (stc wall / floor wall; `cpu_floor_ratio` the same in CPU seconds, the figure
+a machine shared with other jobs distorts least), and `per_pass` in worker-seconds per
+1,000 input frames (decode, shots, faces, tracks, side face, text, quality, motion, write,
+whichever the tree times), plus each tree's decisions and how many of them agree with the
+first tree's. Prints one JSON object (`--save FILE` also writes it).
 """
 
 from __future__ import annotations
@@ -36,28 +34,118 @@ import argparse
 import json
 import os
 import platform
-import shutil
+import resource
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import yaml
-
-from stc.core.config import to_dict
-from stc.core.runtime import init_ray
-from stc.core.video import ffmpeg_exe, iter_frames, x264_args
-from stc.curation.config import CurateConfig
-from stc.manifests.clips import CLIP_SCHEMA
-from stc.manifests.io import read_manifest
-from stc.pipelines.curate import run_curate
-from stc.pipelines.inputs import gather_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 sys.path.insert(0, str(ROOT))
+
+from stc.core.video import ffmpeg_exe, x264_args  # noqa: E402
+from stc.curation.config import CurateConfig  # noqa: E402
+from stc.pipelines.inputs import gather_inputs  # noqa: E402
+
+PACKAGES = ("core", "manifests", "curation", "degrade", "model", "audit", "pipelines")
+DECISION_COLUMNS = ("clip_id", "status", "reason", "start_frame", "end_frame",
+                    "crop_x0", "crop_y0", "crop_x1", "crop_y1")
+
+# Runs inside the tree's own interpreter path: curate FILES into OUT, print the summary
+# and the decisions as JSON on the last line.
+RUNNER = r"""
+import json, sys, time
+from stc.core.runtime import init_ray
+from stc.pipelines.curate import run_curate
+from stc.manifests.clips import CLIP_SCHEMA
+from stc.manifests.io import read_manifest
+args = json.loads(sys.argv[1])
+init_ray(num_cpus=args["workers"])
+t0 = time.perf_counter()
+summary = run_curate(args["files"], args["out"], config=args["config"], workers=args["workers"],
+                     progress=False)
+seconds = time.perf_counter() - t0
+m = read_manifest(args["out"] + "/manifest.parquet", CLIP_SCHEMA)
+cols = [c for c in args["columns"] if c in m.columns]
+m = m.sort_values("clip_id")
+rows = [{c: (None if v != v else (v.item() if hasattr(v, "item") else v)) for c, v in zip(cols, r)}
+        for r in m[cols].itertuples(index=False)]
+kept = m[m["status"] == "kept"]
+clips = [[r.source_path, int(r.start_frame), int(r.end_frame),
+          [int(r.crop_x0), int(r.crop_y0), int(r.crop_x1), int(r.crop_y1)]]
+         for r in kept.itertuples()]
+print(json.dumps({"seconds": seconds, "summary": summary, "decisions": rows, "clips": clips},
+                 default=str))
+"""
+
+
+def tree_env(tree: Path | None, tmp: Path) -> dict[str, str]:
+    """The environment that makes `stc.*` import from `tree` (None: this install)."""
+    env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
+    if tree is None:
+        return env
+    ns = tmp / f"ns_{tree.name}" / "stc"
+    ns.mkdir(parents=True, exist_ok=True)
+    for p in PACKAGES:
+        link = ns / p
+        if not link.exists():
+            link.symlink_to(tree.resolve() / p, target_is_directory=True)
+    rest = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
+    env["PYTHONPATH"] = os.pathsep.join([str(ns.parent), str(tree.resolve()), *rest])
+    return env
+
+
+def run_tree(tree: Path | None, files: list[str], out: Path, config: str, workers: int,
+             tmp: Path) -> dict:
+    args = {"files": files, "out": str(out), "config": config, "workers": workers,
+            "columns": list(DECISION_COLUMNS)}
+    proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(args)], env=tree_env(tree, tmp),
+                          capture_output=True, text=True, cwd=str(tree or ROOT))
+    if proc.returncode != 0:
+        sys.exit(f"curate in {tree or ROOT} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def floor_job(src: str, clips: list[tuple[int, int, list[int]]], size: int, enc: list[str],
+              out: Path) -> None:
+    """One decode of `src`, every clip trimmed, cropped, scaled and x264-encoded from it."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", src]
+    if not clips:
+        cmd += ["-map", "0:v", "-f", "null", "-"]
+    else:
+        parts = [f"[0:v]split={len(clips)}" + "".join(f"[i{k}]" for k in range(len(clips)))]
+        for k, (a, b, (x0, y0, x1, y1)) in enumerate(clips):
+            parts.append(f"[i{k}]trim=start_frame={a}:end_frame={b},setpts=PTS-STARTPTS,"
+                         f"crop={x1 - x0}:{y1 - y0}:{x0}:{y0},"
+                         f"scale={size}:{size}:flags=lanczos,setsar=1[o{k}]")
+        cmd += ["-filter_complex", ";".join(parts)]
+        for k in range(len(clips)):
+            cmd += ["-map", f"[o{k}]", "-an", "-fps_mode", "passthrough", *enc,
+                    str(out / f"floor_{os.getpid()}_{abs(hash(src))}_{k}.mp4")]
+    subprocess.run(cmd, check=True)
+
+
+def floor(files: list[str], clips: list, size: int, enc: list[str], workers: int,
+          out: Path, decode_only: bool = False) -> dict:
+    by_src: dict[str, list] = {f: [] for f in files}
+    for src, a, b, box in clips:
+        by_src.setdefault(src, []).append((a, b, box))
+    out.mkdir(parents=True, exist_ok=True)
+    cpu0, t0 = children_cpu(), time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda kv: floor_job(kv[0], [] if decode_only else kv[1], size, enc, out),
+                      by_src.items()))
+    return {"seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(children_cpu() - cpu0, 2),
+            "clips": 0 if decode_only else len(clips),
+            "clip_frames": 0 if decode_only else sum(b - a for _, a, b, _ in clips)}
 
 
 def raw_footage_inputs(videos: Path, folder: Path) -> list[str]:
@@ -72,133 +160,91 @@ def raw_footage_inputs(videos: Path, folder: Path) -> list[str]:
     return [str(b.path) for b in built]
 
 
-def decode_frames(path: str) -> int:
-    return sum(1 for _ in iter_frames(path))
-
-
-def bare_crop_encode(job: tuple[str, tuple[int, int, int, int], float, int, int, dict, str]) -> None:
-    """The transcode the pipeline rides on: decode (from the keyframe before the clip),
-    crop, scale, x264, nothing else."""
-    src, (x0, y0, x1, y1), start_time, frames, size, enc, dst = job
-    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
-           *(["-ss", f"{start_time:.6f}"] if start_time > 0 else []), "-i", src,
-           "-vf", f"crop={x1 - x0}:{y1 - y0}:{x0}:{y0},scale={size}:{size}:flags=lanczos,setsar=1",
-           "-an", "-fps_mode", "passthrough", "-frames:v", str(frames),
-           *x264_args(enc["crf"], enc["preset"], enc["pix_fmt"], enc["threads"], enc["keyint"]), dst]
-    subprocess.run(cmd, check=True)
-
-
-def timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - t0, result
-
-
-def variant(base: dict, tmp: Path, name: str, **changes) -> str:
-    """A config file: `base` with `section: {key: value}` changes."""
-    cfg = json.loads(json.dumps(base))
-    for section, values in changes.items():
-        cfg[section].update(values)
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
-
-
-def curate(files: list[str], out: Path, config: str, workers: int, frames: int) -> dict:
-    seconds, summary = timed(lambda: run_curate(files, out, config=config, workers=workers,
-                                                progress=False))
-    steps = dict(summary["steps"])
-    cpu = steps.pop("cpu", {}).get("seconds", float("nan"))
-    return {"seconds": round(seconds, 2), "fps": round(frames / seconds, 1),
-            "cpu_seconds": round(cpu, 2), "cpu_bound_fps": round(frames / (cpu / workers), 1),
-            "status": summary["status"], "reasons": summary["reasons"],
-            "sources": summary["sources"], "steps": steps}
+def measure_case(name: str, files: list[str], trees: list[tuple[str, Path | None]], args,
+                 tmp: Path) -> dict:
+    cfg = CurateConfig.load(args.config)
+    enc = x264_args(cfg.encode.crf, cfg.encode.preset, cfg.encode.pix_fmt, cfg.encode.threads,
+                    cfg.encode.keyint)
+    result: dict = {"videos": len(files)}
+    result["floor_decode"] = floor(files, [], cfg.crop.size, enc, args.workers,
+                                   tmp / f"{name}_fd", decode_only=True)
+    reference = None
+    for label, tree in trees:
+        run = run_tree(tree, files, tmp / f"{name}_{label}", args.config, args.workers, tmp)
+        summary = run["summary"]
+        frames = int(summary.get("input_frames") or 0)
+        steps = {k: v["seconds"] for k, v in summary["steps"].items() if k != "cpu"}
+        cpu = summary["steps"].get("cpu", {}).get("seconds", float("nan"))
+        fl = floor(files, run["clips"], cfg.crop.size, enc, args.workers, tmp / f"{name}_floor_{label}")
+        decisions = {d["clip_id"]: d for d in run["decisions"]}
+        entry = {
+            "input_frames": frames,
+            "seconds": round(run["seconds"], 2), "cpu_seconds": round(cpu, 2),
+            "floor": fl,
+            "floor_ratio": round(run["seconds"] / fl["seconds"], 3),
+            "cpu_floor_ratio": round(cpu / fl["cpu_seconds"], 3),
+            "status": summary.get("status"), "reasons": summary.get("reasons"),
+            "kept_clips": len(run["clips"]),
+            "per_pass": {k: round(1000 * v / max(1, frames), 2) for k, v in sorted(steps.items())},
+            "worker_seconds_per_1000_frames": round(1000 * sum(steps.values()) / max(1, frames), 2),
+            "cpu_seconds_per_1000_frames": round(1000 * cpu / max(1, frames), 2),
+        }
+        if reference is None:
+            reference = decisions
+        else:
+            same = sum(1 for k, d in decisions.items() if reference.get(k) == d)
+            entry["decisions_same_as_first"] = f"{same} of {len(decisions)} rows " \
+                                               f"(first tree: {len(reference)})"
+        entry["largest_pass"] = max(steps, key=steps.get) if steps else None
+        result[label] = entry
+    return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("videos", nargs="*", default=[str(DEFAULT_VIDEOS)])
+    ap.add_argument("videos", nargs="?", default=str(DEFAULT_VIDEOS))
+    ap.add_argument("--cases", default="shared,raw720p", help="comma list of shared, raw720p")
     ap.add_argument("--config", default="default")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--no-baseline", action="store_true", help="skip the before_issue_12 run")
-    ap.add_argument("--raw-footage", action="store_true",
-                    help="build 1280x720 raw-style inputs from the (first) VIDEOS folder and use them")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another stc tree (a git worktree) to measure beside this one")
+    ap.add_argument("--save", type=Path, default=None)
     args = ap.parse_args()
 
-    raw_dir = None
-    if args.raw_footage:
-        raw_dir = tempfile.TemporaryDirectory(prefix="stc-raw-")
-        files = raw_footage_inputs(Path(args.videos[0]), Path(raw_dir.name))
-    else:
-        files = [p for p, _ in gather_inputs(args.videos)]
-    if not files:
-        sys.exit(f"no videos in {args.videos}: point the benchmark at a folder of face videos")
-    cfg = CurateConfig.load(args.config)
-    base = to_dict(cfg)
-    enc = {"crf": cfg.encode.crf, "preset": cfg.encode.preset, "pix_fmt": cfg.encode.pix_fmt,
-           "threads": cfg.encode.threads, "keyint": cfg.encode.keyint}
-    init_ray(num_cpus=args.workers)
-
+    videos = Path(args.videos)
+    trees: list[tuple[str, Path | None]] = [("stc", None)]
+    if args.baseline is not None:
+        trees.append(("baseline", args.baseline))
+    out = {"benchmark": "curate_throughput",
+           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                       "ffmpeg": ffmpeg_exe()},
+           "config": args.config, "workers": args.workers,
+           "trees": {label: str(t or ROOT) for label, t in trees},
+           "baseline_commit": _commit(args.baseline) if args.baseline else None,
+           "commit": _commit(ROOT), "load_average_at_start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory(prefix="stc-bench-") as tmp:
         tmp = Path(tmp)
-        # (a) plain decode, one process per core
-        with ProcessPoolExecutor(args.workers) as pool:
-            decode_s, counts = timed(lambda: list(pool.map(decode_frames, files)))
-        total_frames = sum(counts)
+        for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
+            if case == "shared":
+                files = [p for p, _ in gather_inputs([str(videos)])]
+            elif case == "raw720p":
+                files = raw_footage_inputs(videos, tmp / "raw")
+            else:
+                sys.exit(f"unknown case {case!r}: use shared, raw720p")
+            if not files:
+                sys.exit(f"no videos in {videos}: point the benchmark at a folder of face videos")
+            out[case] = measure_case(case, files, trees, args, tmp)
+    out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.save:
+        args.save.write_text(text + "\n")
 
-        runs = {"stc_curate": variant(base, tmp, "given"),
-                "without_shots": variant(base, tmp, "noshots", shots={"detector": "none"}),
-                "scenedetect": variant(base, tmp, "scenedetect", shots={"detector": "scenedetect"})}
-        if not args.no_baseline:
-            runs["before_issue_12"] = variant(base, tmp, "before", shots={"detector": "none"},
-                                              encode={"preset": "medium"})
-        results = {name: curate(files, tmp / name, config, args.workers, total_frames)
-                   for name, config in runs.items()}
 
-        # (b) bare crop+encode of what the pipeline wrote: same boxes, frames and encoder
-        manifest = read_manifest(tmp / "stc_curate" / "manifest.parquet", CLIP_SCHEMA)
-        cropped = manifest[manifest["crop_x0"].notna()]
-        jobs = [(r.source_path, (int(r.crop_x0), int(r.crop_y0), int(r.crop_x1), int(r.crop_y1)),
-                 float(r.start_time), int(r.end_frame - r.start_frame), cfg.crop.size, enc,
-                 str(tmp / f"bare_{i}.mp4"))
-                for i, r in enumerate(cropped.itertuples())]
-        with ThreadPoolExecutor(args.workers) as pool:
-            bare_s, _ = timed(lambda: list(pool.map(bare_crop_encode, jobs)))
-        bare_frames = sum(j[3] for j in jobs)
-
-    decode_fps = total_frames / decode_s
-    bare_fps = bare_frames / bare_s if bare_s else float("nan")
-    main_run = results["stc_curate"]
-    steps = main_run.pop("steps")
-    for r in results.values():
-        r.pop("steps", None)
-    worker_seconds = sum(s["seconds"] for s in steps.values())
-    out = {
-        "benchmark": "curate_throughput",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "ffmpeg": shutil.which("ffmpeg") or "imageio-ffmpeg",
-                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "config": args.config, "shots": cfg.shots.detector, "preset": cfg.encode.preset,
-        "inputs": "raw-style 1280x720 (tests/raw_footage.py)" if args.raw_footage else args.videos,
-        "workers": args.workers, "videos": len(files), "input_frames": total_frames,
-        "cropped_clips": len(jobs), "cropped_frames": bare_frames,
-        "plain_decode": {"seconds": round(decode_s, 2), "fps": round(decode_fps, 1)},
-        "bare_crop_encode": {"seconds": round(bare_s, 2), "fps": round(bare_fps, 1)},
-        **results,
-        "ratio_vs_plain_decode": round(main_run["fps"] / decode_fps, 3),
-        "ratio_vs_bare_crop_encode": round(main_run["fps"] / bare_fps, 3),
-        "ratio_without_shots_vs_bare_crop_encode": round(results["without_shots"]["fps"] / bare_fps, 3),
-        "shots_cost": round(1 - main_run["fps"] / results["without_shots"]["fps"], 3),
-        "per_pass_seconds_per_1000_frames": {
-            k: round(1000 * v["seconds"] / total_frames, 3) for k, v in steps.items()},
-        "per_pass_share_of_worker_time": {
-            k: round(v["seconds"] / max(1e-9, worker_seconds), 3) for k, v in steps.items()},
-    }
-    if "before_issue_12" in results:
-        before = results["before_issue_12"]
-        out["speedup_vs_before_issue_12"] = round(main_run["fps"] / before["fps"], 2)
-        out["cpu_speedup_vs_before_issue_12"] = round(main_run["cpu_bound_fps"] / before["cpu_bound_fps"], 2)
-    print(json.dumps(out, indent=2))
+def _commit(tree: Path) -> str | None:
+    r = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or None
 
 
 if __name__ == "__main__":

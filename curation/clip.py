@@ -23,6 +23,7 @@ import re
 import resource
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,7 @@ class SourceState:
     consumed: int = 0                 # transitions of the detector already turned into shots
     track_offset: int = 0             # tracks numbered so far in the open shot
     clips: list[Clip] = field(default_factory=list)
+    writes: list[tuple[Clip, Future]] = field(default_factory=list)   # clips being written
     fragments: int = 0                # face segments shorter than min_frames
     tracks: int = 0
     embeddings: int = 0
@@ -151,6 +153,7 @@ class ClipCurator:
         self.out_dir = Path(out_dir)
         self.threads = threads
         self._detector = self._landmarks = self._text = self._embedder = None
+        self._writer: ThreadPoolExecutor | None = None
 
     # Models load on first use so a worker that only sees unreadable files stays cheap.
     @property
@@ -191,15 +194,15 @@ class ClipCurator:
             self.check_source(s)
             if not s.clips:
                 raise self.why_no_clip(s)
-            for c in s.clips:
-                if c.passed:
-                    self._run(s, c, [("write", self.write_clip)])
+            self.finish_writes(s)
             self.record_shots(s)
             rows = [c.row for c in s.clips]
         except Stop as stop:
+            self.abandon_writes(s)
             rows = [{**base, "status": REASONS[stop.reason][0], "reason": stop.reason,
                      "message": stop.message}]
         except Exception as exc:  # noqa: BLE001 - a bug must cost one source, not the run
+            self.abandon_writes(s)
             tail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             rows = [{**base, "status": "error", "reason": "internal_error",
                      "message": f"{source_path}: unexpected {tail}; please report it with this file"}]
@@ -326,7 +329,9 @@ class ClipCurator:
             s.faces_seen += bool(p.boxes)
             s.max_faces = max(s.max_faces, len(p.boxes))
         if b > a and samples:
+            first = len(s.clips)
             self.judge_span(s, a, b, samples)
+            self.start_writes(s, s.clips[first:])
         for p in samples:
             p.small = None
         if closes:
@@ -387,6 +392,43 @@ class ClipCurator:
         if frame >= len(t) and t and t[-1] is not None and t[0] is not None:
             return round(t[-1] - t[0] + (frame - len(t) + 1) / s.fps, 6)
         return round(frame / s.fps, 6)
+
+    # --- writes ----------------------------------------------------------------------------
+    # A clip is written once, after every check has passed, so a rejected clip is never
+    # encoded. With `encode.overlap` the write (an ffmpeg process decoding the clip's segment
+    # and encoding it) runs on a thread of its own while the scan goes on with the next span,
+    # so decoding, analysis and encoding overlap; without it the writes wait for the scan.
+    def start_writes(self, s: SourceState, clips: list[Clip]) -> None:
+        if not self.cfg.encode.overlap:
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="stc-write")
+        for c in clips:
+            # A clip reaching the last frame decoded so far waits for the scan: whether it
+            # ends the source (and so how ffmpeg picks its frames) is not known yet.
+            if c.passed and c.end < len(s.times):
+                s.writes.append((c, self._writer.submit(self._run, s, c, [("write", self.write_clip)])))
+
+    def finish_writes(self, s: SourceState) -> None:
+        started = {id(c) for c, _ in s.writes}
+        for _, future in s.writes:
+            future.result()
+        for c in s.clips:
+            if c.passed and id(c) not in started:
+                self._run(s, c, [("write", self.write_clip)])
+
+    def abandon_writes(self, s: SourceState) -> None:
+        """The source failed after some of its clips were written: no row will name them."""
+        for _, future in s.writes:
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - the source already failed; its clips go
+                pass
+        s.writes.clear()
+        for c in s.clips:
+            if c.row.get("clip_path"):
+                (self.out_dir / c.row["clip_path"]).unlink(missing_ok=True)
+                c.row.update(clip_path=None)
 
     def check_source(self, s: SourceState) -> None:
         if s.num_frames < self.cfg.min_frames:
@@ -515,7 +557,8 @@ class ClipCurator:
         try:
             for gray in crop_transcode(s.path, self.out_dir / rel, c.box, cfg.crop.size,
                                        crf=cfg.encode.crf, preset=cfg.encode.preset,
-                                       pix_fmt=cfg.encode.pix_fmt, threads=cfg.encode.threads,
+                                       pix_fmt=cfg.encode.pix_fmt,
+                                       threads=cfg.encode.threads or self.threads,
                                        keyint=cfg.encode.keyint, segment=self.segment(s, c)):
                 meter.add(gray)
         except VideoError as exc:
