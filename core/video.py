@@ -306,7 +306,8 @@ def decode_sampled(path: str | Path, indices: set[int], on_frame, fmt: str = "rg
 
 
 def scan_frames(path: str | Path, thumb: tuple[int, int] | None, want: Callable[[int], bool],
-                max_side: int
+                max_side: int,
+                also: Callable[[int, np.ndarray | None], tuple[bool, bool]] | None = None
                 ) -> Iterator[tuple[int, float | None, np.ndarray | None, np.ndarray | None]]:
     """Decode every frame once for analysis without making full-size RGB frames: yield
     (index, time, thumb, sample) per frame, `time` its timestamp in seconds (pts x time
@@ -319,7 +320,12 @@ def scan_frames(path: str | Path, thumb: tuple[int, int] | None, want: Callable[
 
     The last frame, when `want` skipped it, is yielded once more after it with time and
     thumb None and its sample (container frame counts can be wrong, so only the end tells which
-    frame is last). Errors raise VideoError naming the file and the frame."""
+    frame is last). Errors raise VideoError naming the file and the frame.
+
+    `also(index, thumb)`, when given, may ask for samples `want` did not select, from what
+    the frame's thumbnail shows: (this frame, the previous frame too). The previous frame's
+    sample comes first, as (index - 1, None, None, sample), like the repeat of the last
+    frame (a check on two adjacent frames, such as a jump cut's, needs both)."""
 
     def convert(frame, coded: tuple[int, int] | None, interp: str) -> np.ndarray:
         """`frame` as RGB at the (w, h) `coded` size (None: as decoded), then turned."""
@@ -334,7 +340,7 @@ def scan_frames(path: str | Path, thumb: tuple[int, int] | None, want: Callable[
         s = max_side / max(w, h)
         return convert(frame, None if s >= 1 else (max(2, round(w * s)), max(2, round(h * s))), "AREA")
 
-    index, last, sampled = -1, None, False
+    index, last, sampled, last_sampled = -1, None, False, False
     with _decoding(path) as dec:
         for index, frame in dec.frames():
             if dec.rotation is None:
@@ -343,8 +349,13 @@ def scan_frames(path: str | Path, thumb: tuple[int, int] | None, want: Callable[
             if thumb is not None:
                 small = convert(frame, thumb[::-1] if dec.rotation in (90, 270) else thumb, "AREA")
             sampled = want(index)
+            if also is not None:
+                this, before = also(index, small)
+                if before and last is not None and not last_sampled:
+                    yield index - 1, None, None, sample(last)
+                sampled = sampled or this
             yield index, frame.time, small, (sample(frame) if sampled else None)
-            last = frame
+            last, last_sampled = frame, sampled
         if last is not None and not sampled:
             yield index, None, None, sample(last)
 

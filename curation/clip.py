@@ -16,6 +16,7 @@ found is recorded in `OUT/shots/<source_id>.json`. Nothing raises.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -49,6 +50,7 @@ from stc.curation import side_face, text
 from stc.curation.config import CurateConfig
 from stc.curation.faces import Box, FaceDetector, FaceEmbedder, sample_stride
 from stc.curation.motion import MotionMeter
+from stc.curation.jump_cuts import FaceJumps
 from stc.curation.shots import Shot, make_detector
 from stc.curation.tracks import Track, track_faces
 from stc.manifests.clips import REASONS
@@ -249,27 +251,43 @@ class ClipCurator:
         """The one decode of the source: thumbnails to the shot detector, sampled frames to
         the face detector, and each shot judged as soon as the detector closes it."""
         cfg, info = self.cfg, s.info
+        jumps = None
+        if cfg.shots.jump_cuts and cfg.shots.detector != "none":
+            jumps = FaceJumps(cfg.shots, self._embed_sample)
         with self._timed(s, "shots"):
-            s.detector = make_detector(cfg.shots, s.fps, info.width, info.height)
+            s.detector = make_detector(cfg.shots, s.fps, info.width, info.height, self.threads, jumps)
         stride = sample_stride(s.fps, cfg.sampling)
         max_frames = self._max_frames(s)
         chunk = CHUNK_CLIPS * max_frames
         t_start = time.perf_counter()
         busy = 0.0
         frames = scan_frames(s.path, s.detector.thumb_size, lambda i: i % stride == 0,
-                             cfg.face.detect_max_side)
+                             cfg.face.detect_max_side,
+                             also=jumps.observe if jumps is not None else None)
         try:
             for index, when, thumb, small in frames:
                 t0 = time.perf_counter()
-                if index == len(s.times):     # not the repeat of the last frame
+                repeat = index < len(s.times)  # the previous or the last frame once more
+                if not repeat:
                     s.times.append(when)
                     s.num_frames = index + 1
                 if thumb is not None:
                     with self._timed(s, "shots"):
                         s.detector.push(thumb)
                 if small is not None:
-                    with self._timed(s, "faces"):
-                        s.pending.append(self.analyse(index, small, s.info))
+                    jump = jumps is not None and jumps.wanted(index)
+                    if (not repeat and index % stride == 0) or (repeat and not jump):
+                        with self._timed(s, "faces"):
+                            sample = self.analyse(index, small, s.info)
+                        s.pending.append(sample)
+                        if jumps is not None:
+                            with self._timed(s, "shots"):
+                                jumps.add(index, sample)
+                    elif jump:
+                        # Frames the jump-cut check alone asks for cost shot detection,
+                        # and only if the jump proves isolated.
+                        with self._timed(s, "shots"):
+                            jumps.add(index, functools.partial(self._jump_sample, s, index, small))
                 self.drain(s, chunk, final=False)
                 busy += time.perf_counter() - t0
         except TruncatedVideo as exc:
@@ -288,6 +306,15 @@ class ClipCurator:
             s.detector.finish()
         self.drain(s, chunk, final=True)
 
+    def _jump_sample(self, s: SourceState, index: int, small: np.ndarray) -> Sample:
+        return self.analyse(index, small, s.info)
+
+    def _embed_sample(self, p: Sample, slot: int) -> np.ndarray | None:
+        """dlib's embedding of face `slot` of a sample (None once its frame is dropped)."""
+        if p.small is None:
+            return None
+        return self.embedder(p.small, p.boxes[slot].scaled(p.scale), p.points[slot] * p.scale)
+
     def analyse(self, index: int, small: np.ndarray, info: VideoInfo) -> Sample:
         scale = small.shape[1] / info.width if info.width else 1.0
         boxes = self.detector.detect(small)
@@ -303,7 +330,7 @@ class ClipCurator:
         det = s.detector
         while True:
             if s.consumed < len(det.transitions):
-                t0, t1, score = det.transitions[s.consumed]
+                t0, t1, score = det.transitions[s.consumed][:3]
                 s.consumed += 1
                 self.span(s, s.span_start, max(s.span_start, t0), closes=True)
                 s.shot_start = s.span_start = max(s.span_start, t1)
@@ -454,6 +481,7 @@ class ClipCurator:
         doc = {"source_path": s.path, "source_id": s.source_id, "detector": det.name,
                "num_frames": s.num_frames, "fps": s.fps,
                "shots": [[sh.start, sh.end, sh.score] for sh in s.shots],
+               "transitions": [t.to_json() for t in det.transitions],
                "detector_stats": {k: round(v, 4) for k, v in det.stats.items()},
                "face_tracks": s.tracks, "short_face_tracks": s.fragments}
         write_text_atomic(self.out_dir / shots_file(s.source_id), json.dumps(doc) + "\n")

