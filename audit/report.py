@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from stc.audit.review import review_figure
+from stc.audit.review import review_figure, source_figure
 from stc.core.fs import atomic_path
 from stc.manifests.clips import FUNNEL
 
@@ -368,6 +368,37 @@ def _review_html(review: Mapping[str, Any], images: Mapping[str, Path]) -> list[
         parts.append(_table(["clip", "status", "reason", "picked as", "message"],
                             [[e["clip_id"], e["status"], e["reason"], "; ".join(e["why"]), e["message"]]
                              for e in entries]))
+    parts += _sources_html(review.get("sources") or [], images)
+    return parts
+
+
+def _sources_html(sources: list[Mapping[str, Any]], images: Mapping[str, Path]) -> list[str]:
+    """Per source: transitions, identities, turned runs, quality figures, text boxes."""
+    if not sources:
+        return []
+    parts = ["<h3>Per source: the evidence behind each decision</h3>"]
+    if "review_sources" in images:
+        parts.append(_img(images["review_sources"], "review: per source"))
+    rows = []
+    for src in sources:
+        trans = "; ".join(f"{t['type']} {t['start']}-{t['end']}" for t in src["transitions"]) or "-"
+        for c in src["clips"] or [{}]:
+            text = c.get("text") or {}
+            rows.append([
+                src["source_id"], trans, c.get("clip_id", "-"),
+                f"{c.get('start_frame')}-{c.get('end_frame')}" if c else "-",
+                "-" if c.get("person_id") is None else c["person_id"],
+                f"{c.get('status', '')}/{c.get('reason', '')}" if c else src.get("message", ""),
+                "; ".join(f"{r['start']}-{r['end']}{' cut' if r.get('trimmed') else ''}"
+                          for r in c.get("turned_runs") or []) or "-",
+                " / ".join(_fmt(c.get(k)) for k in ("effective_resolution", "sharpness", "blockiness")),
+                ", ".join(f"{v}: {n}" for v, n in (text.get("verdicts") or {}).items()) or "-",
+                "; ".join(text.get("read") or []) + (f" (+{text['static']} unread at one place)"
+                                                     if text.get("static") else ""),
+            ])
+    parts.append(_table(["source", "transitions", "clip", "frames", "person", "decision",
+                         "turned runs", "detail px / sharpness / blockiness", "text boxes",
+                         "text judged"], rows))
     return parts
 
 
@@ -481,6 +512,10 @@ def write_report(summary: dict[str, Any], out: str | Path,
         fig = review_figure((summary.get("review") or {}).get(group) or [], f"{name}: review, {label}")
         if fig is not None:
             images[f"review_{group}"] = save_png(fig, out / f"review_{group}.png")
+    fig = source_figure((summary.get("review") or {}).get("sources") or [],
+                        f"{name}: per source, the evidence behind each decision")
+    if fig is not None:
+        images["review_sources"] = save_png(fig, out / "review_sources.png")
     summary["files"] = {k: p.name for k, p in images.items()}
     summary["files"].update(html="report.html", json="summary.json")
     with atomic_path(out / "report.html") as tmp:

@@ -7,6 +7,12 @@ side: the text stage's analysed frames with every detector box (colour = verdict
 what the recogniser read, and the landmarks the side-face rule reads (nose tip 30, outer
 eye corners 36 and 45) with that frame's alpha. Coordinates in the manifest are input
 pixels; a row whose source video is gone is drawn from its written clip instead.
+
+`source_figure` draws the per-source evidence (`stats.source_evidence`) as timelines: the
+source's shots and the transitions between them (type and span), then one lane per clip
+with its identity (`person_id`, else its track), status and reason, the turned runs of its
+track (cut out, or short ones left in), the frames where text was found, and its quality
+figures.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Polygon
+from matplotlib.patches import Polygon, Rectangle
 
 from stc.core.video import VideoError, decode_sampled, probe
 
@@ -34,6 +40,10 @@ VERDICT_STYLE = {
     "not_a_line": ("#b0bec5", 0.9, ":", "box, not a line"),
 }
 SIDE_COLOR, FRONTAL_COLOR = "#ff1744", "#00e676"
+STATUS_COLOR = {"kept": "#43a047", "rejected": "#e53935", "error": "#757575"}
+TRANSITION_COLOR = "#8e24aa"
+TURNED_COLOR = "#ff9100"
+LANE = 0.26                  # inches per timeline lane
 
 
 def _printable(s: str) -> str:
@@ -221,4 +231,91 @@ def review_figure(entries: list[Mapping[str, Any]], title: str, frames: int = FR
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 1 - 0.3 / fig.get_figheight()),
                ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title, x=0.01, y=1 - 0.05 / fig.get_figheight(), ha="left", va="top", fontsize=11)
+    return fig
+
+
+def _clip_label(c: Mapping[str, Any]) -> str:
+    who = (f"person {c['person_id']}" if c.get("person_id") is not None
+           else f"shot {c.get('shot_index')} track {c.get('track_index')}")
+    facts = [f"{c['status']}/{c['reason']}"]
+    if c.get("effective_resolution") is not None:
+        facts.append(f"detail {c['effective_resolution']:.0f}px sharp {c['sharpness']:.3f} "
+                     f"block {c['blockiness']:.2f}")
+    trimmed = [r for r in c.get("turned_runs") or [] if r.get("trimmed")]
+    if trimmed:
+        facts.append("turned cut " + ",".join(f"{r['start']}-{r['end']}" for r in trimmed[:3]))
+    if c.get("turned_frames"):
+        facts.append(f"{c['turned_frames']} turned frame(s) left")
+    text = c.get("text") or {}
+    if text.get("text_frames"):
+        said = ", ".join(_short(_printable(t), 16) for t in text.get("read") or [])
+        unread = f"{text['static']} unread line box(es)" if text.get("static") else ""
+        facts.append("text: " + "; ".join(x for x in (said, unread) if x))
+    return f"{who}: " + "   ".join(facts)
+
+
+def source_figure(sources: list[Mapping[str, Any]], title: str) -> Figure | None:
+    """One timeline per source (see the module docstring); None when there is none."""
+    sources = [src for src in sources if src.get("num_frames")]
+    if not sources:
+        return None
+    heights = [(2 + max(1, len(src["clips"]))) * LANE + 0.35 for src in sources]
+    width, top = 11.0, 0.6
+    fig = Figure(figsize=(width, sum(heights) + top))
+    y = top
+    for src, h in zip(sources, heights):
+        n = int(src["num_frames"])
+        ax = fig.add_axes((0.02, 1 - (y + h - 0.12) / fig.get_figheight(), 0.96,
+                           (h - 0.42) / fig.get_figheight()))
+        y += h
+        lanes = len(src["clips"]) + 1
+        ax.set_xlim(0, n)
+        ax.set_ylim(lanes, 0)
+        ax.set_yticks([])
+        ax.tick_params(axis="x", labelsize=6.5, pad=1)
+        fps = src.get("fps") or 0
+        ax.set_title(_short(f"{src['source_id']}   {n} frames"
+                            + (f" at {fps:g} fps" if fps else "")
+                            + f"   {len(src['shots'])} shot(s), {len(src['transitions'])} transition(s)"
+                            + (f"   {src['message']}" if src.get("message") else ""), 170),
+                     fontsize=7.5, loc="left", pad=2)
+        # Lane 0: shots in alternating greys, transitions over them with their type.
+        for k, (a, b) in enumerate(src["shots"]):
+            ax.add_patch(Rectangle((a, 0.15), b - a, 0.7, fc="0.78" if k % 2 else "0.62", ec="none"))
+        for t in src["transitions"]:
+            ax.add_patch(Rectangle((t["start"], 0.05), max(t["end"] - t["start"], n / 400), 0.9,
+                                   fc=TRANSITION_COLOR, ec="none", alpha=0.85))
+            ax.text(t["start"], 0.5, f" {t['type']} {t['start']}-{t['end']}", fontsize=6,
+                    color="white", va="center", ha="left", clip_on=True,
+                    bbox={"fc": TRANSITION_COLOR, "ec": "none", "pad": 0.4, "alpha": 0.9})
+        # One lane per clip.
+        for k, c in enumerate(src["clips"], start=1):
+            a, b = c.get("start_frame"), c.get("end_frame")
+            if a is None or b is None:
+                continue
+            ax.add_patch(Rectangle((a, k + 0.2), b - a, 0.6, ec="none",
+                                   fc=STATUS_COLOR.get(c["status"], "0.5")))
+            for r in c.get("turned_runs") or []:
+                ax.add_patch(Rectangle((r["start"], k + 0.1), r["end"] - r["start"], 0.8,
+                                       fc=TURNED_COLOR if r.get("trimmed") else "none",
+                                       ec=TURNED_COLOR, hatch=None if r.get("trimmed") else "////",
+                                       lw=0.6, alpha=0.8))
+            for f in (c.get("text") or {}).get("text_frames") or []:
+                ax.plot([f, f], [k + 0.1, k + 0.9], color=VERDICT_STYLE["text"][0], lw=1.2)
+            ax.text(a + n / 300, k + 0.5, _short(_clip_label(c), 150), fontsize=6.2, va="center",
+                    ha="left", color="black", clip_on=False,
+                    bbox={"fc": "white", "ec": "none", "alpha": 0.7, "pad": 0.3})
+        for sp in ("top", "right", "left"):
+            ax.spines[sp].set_visible(False)
+    handles = [Rectangle((0, 0), 1, 1, fc="0.62", label="shot"),
+               Rectangle((0, 0), 1, 1, fc=TRANSITION_COLOR, label="transition (type, span)"),
+               Rectangle((0, 0), 1, 1, fc=STATUS_COLOR["kept"], label="kept clip"),
+               Rectangle((0, 0), 1, 1, fc=STATUS_COLOR["rejected"], label="rejected clip"),
+               Rectangle((0, 0), 1, 1, fc=TURNED_COLOR, label="turned run, cut out"),
+               Rectangle((0, 0), 1, 1, fc="none", ec=TURNED_COLOR, hatch="////",
+                         label="short turned run, kept"),
+               Line2D([], [], color=VERDICT_STYLE["text"][0], lw=1.2, label="frame with text")]
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 1 - 0.25 / fig.get_figheight()),
+               ncol=7, fontsize=7, frameon=False)
+    fig.suptitle(title, x=0.01, y=1 - 0.03 / fig.get_figheight(), ha="left", va="top", fontsize=11)
     return fig

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from stc.core.names import CURATE_CONFIG, PAIRS_MANIFEST
+from stc.core.names import CURATE_CONFIG, PAIRS_MANIFEST, SHOTS_DIR
 from stc.core.fs import OutsideRoot
 from stc.core.paths import allowed_path, recorded_input_roots
 from stc.manifests.clips import (
@@ -179,6 +179,12 @@ CLIP_METRICS: tuple[Metric, ...] = (
            thresholds=(("side_face.max_side_fraction", "max"),)),
     Metric("text_score", "text: best recogniser score of a line box", "text_score",
            thresholds=(("text.min_rec_score", "min rec score"),)),
+    Metric("effective_resolution", "quality: face detail (px)", "effective_resolution",
+           thresholds=(("quality.min_effective_resolution", "min"),)),
+    Metric("sharpness", "quality: face sharpness", "sharpness",
+           thresholds=(("quality.min_sharpness", "min"),)),
+    Metric("blockiness", "quality: 8x8 block-edge excess (grey levels)", "blockiness",
+           thresholds=(("quality.max_blockiness", "max"),)),
     Metric("motion_intensity", "motion intensity (changed-pixel fraction)", "motion_intensity"),
     Metric("fps", "frame rate (fps)", "fps"),
     Metric("duration", "duration (s)", "duration"),
@@ -357,7 +363,98 @@ def _review_entry(row: Mapping[str, Any], manifest: ClipManifest, why: list[str]
         "text_score": _plain(row.get("text_score")),
         "text": _evidence(row.get("text_evidence")),
         "side_face": _evidence(row.get("side_face_evidence")),
+        **{k: _plain(row.get(k)) for k in ("effective_resolution", "sharpness", "blockiness",
+                                            "person_id", "shot_index", "track_index")},
+        "turned_runs": _evidence_list(row.get("turned_runs")),
     }
+
+
+def _evidence_list(value: Any) -> list:
+    """A JSON list column ([] when absent or unreadable)."""
+    if not isinstance(value, str) or not value:
+        return []
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return []
+    return parsed if isinstance(parsed, list) else []
+
+
+REVIEW_SOURCES = 12     # sources drawn on the per-source evidence page
+
+
+def _transitions(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The transitions a shots file records, as {type, start, end}: entries may be dicts
+    (type or kind, start, end or span) or lists [start, end, type, ...]."""
+    out = []
+    for t in doc.get("transitions") or []:
+        if isinstance(t, Mapping):
+            span = t.get("span") or [t.get("start"), t.get("end")]
+            kind = t.get("type") or t.get("kind") or "transition"
+        elif isinstance(t, (list, tuple)) and len(t) >= 2:
+            span, kind = t[:2], next((x for x in t[2:] if isinstance(x, str)), "transition")
+        else:
+            continue
+        if all(isinstance(v, (int, float)) for v in span[:2]):
+            out.append({"type": str(kind), "start": int(span[0]), "end": int(span[1])})
+    return out
+
+
+def _text_summary(text: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Boxes per verdict, and the strings judged text (the text behind the decision)."""
+    boxes = (text or {}).get("boxes") or []
+    verdicts: dict[str, int] = {}
+    for b in boxes:
+        verdicts[b.get("verdict", "?")] = verdicts.get(b.get("verdict", "?"), 0) + 1
+    read = sorted({b.get("text") or "" for b in boxes if b.get("verdict") == "text"} - {""})
+    static = sum(1 for b in boxes if b.get("verdict") == "text" and b.get("by") == "static")
+    return {"verdicts": verdicts, "read": read[:6], "static": static,
+            "text_frames": sorted({int(b["frame"]) for b in boxes if b.get("verdict") == "text"})}
+
+
+def source_evidence(manifest: ClipManifest, limit: int = REVIEW_SOURCES) -> list[dict[str, Any]]:
+    """Per source (those with a rejected clip first, then by id; at most `limit`): its
+    shots and transitions (from OUT/shots/<source_id>.json), and per clip its span, status,
+    identity, turned runs, quality figures and the text boxes its decision rests on."""
+    df = manifest.df
+    if len(df) == 0:
+        return []
+    order = []
+    for sid, group in df.groupby("source_id", sort=True):
+        order.append((not (group["status"] == "rejected").any(), str(sid), group))
+    out = []
+    for _, sid, group in sorted(order, key=lambda t: t[:2])[:limit]:
+        doc: dict[str, Any] = {}
+        shots_path = manifest.root / SHOTS_DIR / f"{sid}.json"
+        if shots_path.is_file():
+            try:
+                doc = json.loads(shots_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                doc = {}
+        clips = []
+        for row in group.sort_values(["start_frame", "clip_id"], kind="stable").to_dict("records"):
+            if row["clip_id"] == row["source_id"] and _plain(row.get("start_frame")) is None:
+                continue
+            clips.append({
+                "clip_id": row["clip_id"], "status": row["status"], "reason": row["reason"],
+                **{k: _plain(row.get(k)) for k in ("start_frame", "end_frame", "shot_index",
+                                                    "track_index", "person_id",
+                                                    "effective_resolution", "sharpness",
+                                                    "blockiness", "turned_frames")},
+                "turned_runs": _evidence_list(row.get("turned_runs")),
+                "text": _text_summary(_evidence(row.get("text_evidence"))),
+            })
+        first = group.iloc[0]
+        out.append({
+            "source_id": sid, "source_path": _plain(first.get("source_path")),
+            "num_frames": _plain(doc.get("num_frames")) or _plain(first.get("num_frames")),
+            "fps": _plain(doc.get("fps")) or _plain(first.get("fps")),
+            "shots": [list(s_[:2]) for s_ in doc.get("shots") or [] if len(s_) >= 2],
+            "transitions": _transitions(doc),
+            "clips": clips,
+            "message": "" if clips else str(first.get("message") or ""),
+        })
+    return out
 
 
 def review_rows(manifest: ClipManifest, per_reason: int = REVIEW_PER_REASON,
@@ -384,7 +481,7 @@ def review_rows(manifest: ClipManifest, per_reason: int = REVIEW_PER_REASON,
                 entry[1].append(f"{end} {m.name} {row['_value']:.4g}")
     tails = [_review_entry(row, manifest, why) for row, why in
              (picked[k] for k in sorted(picked))]
-    return {"rejected": rejected, "tails": tails}
+    return {"rejected": rejected, "tails": tails, "sources": source_evidence(manifest)}
 
 
 # --- degradation parameters ----------------------------------------------------------

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
@@ -48,6 +48,11 @@ def ffmpeg_exe() -> str:
 
 # Same frames, same bytes: no timestamps, encoder version strings or random muxer ids.
 BITEXACT = {"fflags": "+bitexact", "flags:v": "+bitexact", "map_metadata": "-1"}
+# libx264's presets, fastest first: a config naming another is refused when it is loaded,
+# not by ffmpeg in the middle of a run.
+X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                     "slower", "veryslow", "placebo"]
+X264_PRESETS: tuple[str, ...] = X264Preset.__args__
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,41 @@ def _open(path: str | Path):
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: has no video stream; remove it from the inputs")
+    if video_stream(container) is None:
+        container.close()
+        raise VideoError(f"{path}: its only video stream is a still picture attached to the file "
+                         "(cover art), not footage; remove it from the inputs")
     return container
+
+
+# Codecs of single pictures: a one-frame stream of one of these is cover art or a poster,
+# whether flagged `attached_pic` or muxed as a plain track (.mkv keeps no such flag).
+STILL_IMAGE_CODECS = {"png", "mjpeg", "bmp", "tiff", "webp", "gif", "jpeg2000", "jpegls", "qoi"}
+
+
+def _still(stream) -> bool:
+    return stream.codec_context.name in STILL_IMAGE_CODECS and (stream.frames or 0) <= 1
+
+
+def video_stream(container):
+    """The stream to read: the first video stream that is footage, not a still picture
+    (cover art: disposition `attached_pic`, or a one-frame image track, which an .mkv may
+    list before the video); a still-image codec stream only when nothing else is there (a
+    PNG-coded video); None when the file holds only an attached picture."""
+    import av
+
+    attached = av.stream.Disposition.attached_pic
+    streams = [s for s in container.streams.video if not s.disposition & attached]
+    return next((s for s in streams if not _still(s)), streams[0] if streams else None)
+
+
+def video_stream_index(path: str | Path) -> int:
+    """The container index of `video_stream`, for ffmpeg's `-map 0:N` / `[0:N]`."""
+    container = _open(path)
+    try:
+        return video_stream(container).index
+    finally:
+        container.close()
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -193,7 +232,7 @@ def probe(path: str | Path) -> VideoInfo:
     container = _open(path)
     try:
         _check_not_cut(Path(path))
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
         duration, own = 0.0, True
@@ -241,7 +280,7 @@ class _Decoder:
 
     def __init__(self, path: str | Path, rotation: int | None = None):
         self.container = _open(path)
-        self.stream = self.container.streams.video[0]
+        self.stream = video_stream(self.container)
         self.stream.thread_type = "AUTO"
         # None: taken from the first decoded frame's display matrix (no extra decode).
         self.rotation = rotation
@@ -306,7 +345,7 @@ def decode_sampled(path: str | Path, indices: set[int], on_frame, fmt: str = "rg
 
 
 def scan_frames(path: str | Path, thumb: tuple[int, int] | None, want: Callable[[int], bool],
-                max_side: int,
+                max_side: int, luma: Callable[[int, np.ndarray], None] | None = None,
                 also: Callable[[int, np.ndarray | None], tuple[bool, bool]] | None = None
                 ) -> Iterator[tuple[int, float | None, np.ndarray | None, np.ndarray | None]]:
     """Decode every frame once for analysis without making full-size RGB frames: yield
@@ -321,6 +360,10 @@ def scan_frames(path: str | Path, thumb: tuple[int, int] | None, want: Callable[
     The last frame, when `want` skipped it, is yielded once more after it with time and
     thumb None and its sample (container frame counts can be wrong, so only the end tells which
     frame is last). Errors raise VideoError naming the file and the frame.
+
+    `luma(index, gray)`, when given, gets the full-resolution luma of every sampled frame
+    (display orientation) just before that frame is yielded: what a caller measures in
+    source pixels (face sharpness, blocking on the coded 8x8 grid) without a second decode.
 
     `also(index, thumb)`, when given, may ask for samples `want` did not select, from what
     the frame's thumbnail shows: (this frame, the previous frame too). The previous frame's
@@ -354,9 +397,13 @@ def scan_frames(path: str | Path, thumb: tuple[int, int] | None, want: Callable[
                 if before and last is not None and not last_sampled:
                     yield index - 1, None, None, sample(last)
                 sampled = sampled or this
+            if sampled and luma is not None:
+                luma(index, owned_array(_rotate(frame.to_ndarray(format="gray"), dec.rotation)))
             yield index, frame.time, small, (sample(frame) if sampled else None)
             last, last_sampled = frame, sampled
         if last is not None and not sampled:
+            if luma is not None:
+                luma(index, owned_array(_rotate(last.to_ndarray(format="gray"), dec.rotation)))
             yield index, None, None, sample(last)
 
 
@@ -570,7 +617,7 @@ def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, i
                 inp = ["-ss", f"{segment.seek:.6f}", "-noaccurate_seek"]
             inp = ["-copyts", *inp]
             limit = ["-frames:v", str(segment.frames)]
-        graph = (f"[0:v]{pick}crop={x1 - x0}:{y1 - y0}:{x0}:{y0},"
+        graph = (f"[0:{video_stream_index(src)}]{pick}crop={x1 - x0}:{y1 - y0}:{x0}:{y0},"
                  f"scale={size}:{size}:flags=lanczos,setsar=1,split=2[enc][ana];"
                  f"[ana]scale={a}:{a}:flags=area,format=gray[gray]")
         cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *inp, "-i", str(src),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from stc.core.config import at_least, checks, even, fraction, in_range, load_config, ordered, positive
+from stc.core.video import X264Preset
 
 BUILTIN_DIR = Path(__file__).parent / "configs"
 
@@ -85,6 +86,15 @@ class TrackConfig:
     max_gap_seconds: float = 1.0  # a face missed for longer has left: its track ends
     embed: bool = True
     max_embed_distance: float = 0.6
+    # Identity drift [stc: issue 22]: every this many seconds a track's face is embedded and
+    # compared with the mean of its faces so far; farther than max_drift_distance: another
+    # person (a missed cut, a dissolve), the track is split. On the shared clips (10 people,
+    # 10-21 faces each, 0.5 s apart) one face to its own clip's mean measured 0.18-0.38, to
+    # another person's mean 0.58 or more (dlib's own pair threshold is 0.6); 0.5 splits
+    # between them. Each check costs one dlib embedding, about what finding the faces of
+    # one sampled frame costs. max_drift_distance 0: off.
+    drift_check_seconds: float = 1.0
+    max_drift_distance: float = 0.5
 
 
 @dataclass
@@ -122,6 +132,39 @@ class SideFaceConfig:
     # 20% along the eye line (36 -> 45), while upright faces and real profiles measure
     # the same either way. "image_x" is the paper's rule exactly.
     axis: Literal["eye_line", "image_x"] = "eye_line"
+    # Turned frames count [stc: issue 22]: in a track, a sampled frame where the frontal
+    # detector missed the face or its landmarks failed is turned as well, and a run of
+    # turned frames that may last this long is cut out of the track (the rest may give two
+    # clips, each still subject to min_frames) rather than averaged into side_fraction.
+    # Shorter turns are certain only between two frontal samples, so the guarantee holds
+    # while the sampling stride (1 / sampling.per_second) is at most this long. 0: off.
+    max_turned_seconds: float = 0.5
+
+
+@dataclass
+class QualityConfig:
+    # The quality gate [stc: issue 22; curation.quality says what each figure measures].
+    # Calibrated on stc's own degradations, through `stc curate` (medians per clip): the 6
+    # shared HDTF clips (HQ, MPEG-4 Part 2 at 2-3 Mbit/s, 258-310 px faces) against the same
+    # clips degraded by the bfvr recipe at its default ranges (seeds 0-3, 24 copies), blurred
+    # (Gaussian sigma 2 at source size), and re-encoded with MPEG-4 (q 10-31, 12-frame GOP,
+    # samples on its intra frames), MJPEG (q 15: 4.1-4.5) and x264 (CRF 40-51):
+    #                         HQ            bfvr          blur 2       MPEG-4 q10+  x264 40-51
+    #   effective_resolution  172-248 px    77-206 px     86-103 px    206-310 px   172-206 px
+    #   sharpness             0.120-0.167   0.021-0.048   0.041-0.063  0.115-0.168  0.076-0.122
+    #   blockiness            1.42-1.78     0.22-0.41     0.18-0.36    3.84-9.91    0.51-1.91
+    # Each threshold sits at the geometric mean of the closest HQ figure and the closest
+    # figure it must reject: sharpness 0.120 vs 0.048 (margin 1.58x either way), blockiness
+    # 1.78 vs 3.84 (1.47x), effective resolution 172 vs the real low-quality talkshow clips'
+    # 72-86 px (1.43x; they are upscaled demo inputs, `either` in labels.csv). Heavy x264
+    # compression deblocks its edges and shows as lost detail instead (CRF 45 on hdtf_1:
+    # sharpness 0.076). Blocking is measured where a frame is intra-coded or blocky as a
+    # whole; motion-compensated frames far from a keyframe smear it (MPEG-4 q31 with a
+    # 250-frame GOP: 1.0-2.4), so `compressed` is a floor, not a full compression test.
+    enabled: bool = True
+    min_effective_resolution: float = 120.0   # px of real face detail
+    min_sharpness: float = 0.076
+    max_blockiness: float = 2.6               # grey levels of excess step at 8x8 block edges
 
 
 @dataclass
@@ -150,6 +193,15 @@ class TextConfig:
     # Two boxes are on the same line when their vertical extents overlap by this share of
     # the shorter one; x is ignored because tickers scroll and subtitles change length.
     min_line_overlap: float = 0.5
+    # Text in any script [stc: issue 22]. The recogniser reads Latin and Chinese only, so a
+    # line it cannot read is text when its line image crosses at least this many sharp
+    # edges per line height (subtitles drawn in Cyrillic, Arabic, Chinese, Devanagari and
+    # Latin on the shared clips: 9.0-16.5; empty lower-third plates, segmented progress
+    # bars, level meters and real walls, hair or shoulders: 0-3.4; 6 leaves 1.5x margin on
+    # both sides) and such boxes stand at one place (same line, overlapping in x) on this
+    # many analysed frames: burnt-in subtitles, logos and tickers are static.
+    min_stroke_transitions: float = 6.0
+    min_static_frames: int = 3
     paddle_det_model_dir: str | None = None   # local PP-OCR det model for the paddleocr backend
     paddle_rec_model_dir: str | None = None   # local PP-OCR rec model for the paddleocr backend
 
@@ -159,6 +211,8 @@ class TextConfig:
         if self.min_text_frames > self.frames + 1:
             raise ValueError(f"min_text_frames={self.min_text_frames} can never be met with "
                              f"frames={self.frames} (plus the last frame) analysed")
+        if self.min_static_frames < 1:
+            raise ValueError(f"min_static_frames must be at least 1, got {self.min_static_frames}")
 
 
 @dataclass
@@ -169,12 +223,25 @@ class MotionConfig:
 
 
 @dataclass
+class IdentityConfig:
+    # Who is who [stc: issue 22; curation.identity]. A clip's identity is the mean dlib
+    # descriptor of at least `min_faces` of its sampled faces (the tracker's identity checks
+    # give most of them). A source's clips are one person while the average distance between
+    # their means is at most person_distance: means of one person's halves of a shared clip
+    # measured 0.11-0.20 apart, different people's means 0.60 or more; 0.55 leaves room for
+    # one person under other light or framing in another shot, below dlib's 0.6 pair
+    # threshold since means are steadier than single faces.
+    min_faces: int = 3
+    person_distance: float = 0.55
+
+
+@dataclass
 class EncodeConfig:
     crf: float = 10               # near-lossless: these clips are the HQ ground truth
     # veryfast: on the real clips at CRF 10, 2.8x the frames per CPU second of medium, 0.98x
     # its size, PSNR against the crop 50.4 dB (medium 51.5; every clip >= 47.8 dB)
     # (benchmarks/results/x264_presets.json); the write was ~74% of curation at medium.
-    preset: str = "veryfast"
+    preset: X264Preset = "veryfast"
     pix_fmt: str = "yuv420p"
     # x264 threads; 0: the worker's CPU share (one per Ray worker by default) [stc: two
     # workers on two cores each running x264's own choice (1.5x cores plus lookahead)
@@ -200,8 +267,10 @@ class CurateConfig:
     shots: ShotConfig = field(default_factory=ShotConfig)
     face: FaceConfig = field(default_factory=FaceConfig)
     tracks: TrackConfig = field(default_factory=TrackConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     side_face: SideFaceConfig = field(default_factory=SideFaceConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     text: TextConfig = field(default_factory=TextConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
@@ -219,16 +288,21 @@ checks(ShotConfig, fraction("threshold", "many_hot_threshold", "wipe_band_share"
                 "wipe_min_change"),
        at_least(1, "max_fade_frames", "wipe_min_frames", "spike_ratio", "jump_ratio"),
        positive("content_threshold"))
-checks(TrackConfig, fraction("min_iou"), at_least(0, "max_gap_seconds", "max_embed_distance"))
+checks(TrackConfig, fraction("min_iou"), at_least(0, "max_gap_seconds", "max_embed_distance",
+                                                   "max_drift_distance"),
+       positive("drift_check_seconds"))
+checks(IdentityConfig, at_least(1, "min_faces"), positive("person_distance"))
 checks(FaceConfig, at_least(32, "detect_max_side"), in_range(0, 4, "upsample"),
        fraction("min_face_frame_fraction", "multi_face_ratio", "max_multi_face_fraction"),
        at_least(0, "min_face_size"))
 checks(CropConfig, at_least(1, "expand"), at_least(16, "size"), even("size"),
        at_least(1, "min_crop_side"))
-checks(SideFaceConfig, at_least(0, "alpha_min"), ordered("alpha_min", "alpha_max"),
+checks(SideFaceConfig, at_least(0, "alpha_min", "max_turned_seconds"), ordered("alpha_min", "alpha_max"),
        fraction("max_side_fraction"))
+checks(QualityConfig, at_least(0, "min_effective_resolution", "min_sharpness", "max_blockiness"))
 checks(TextConfig, at_least(1, "frames"), at_least(32, "limit_side_len"),
-       fraction("box_thresh", "min_rec_score", "min_line_overlap"), at_least(0, "min_aspect"),
+       fraction("box_thresh", "min_rec_score", "min_line_overlap"),
+       at_least(0, "min_aspect", "min_stroke_transitions"),
        in_range(0.01, 1, "max_height_fraction"))
 checks(MotionConfig, in_range(0, 255, "threshold"))
 checks(EncodeConfig, in_range(0, 51, "crf"), at_least(0, "threads", "keyint"))

@@ -6,6 +6,15 @@ the nose tip is outside the eyes, or alpha = |x36 - x30| / |x45 - x30| is below
 at the first side frame, every analysed frame is judged and the clip is decided by the
 fraction of side frames. By default x is measured along the eye line rather than the
 image's x axis (`SideFaceConfig.axis`), so a tilted head is not taken for a turned one.
+
+Turned runs. Inside a face track, a sampled frame where the face is present (the track
+runs through it) but the frontal detector did not find it, or its landmarks are
+degenerate, counts as turned too; where landmarks exist the eye-nose rule decides. A run
+of turned samples may have begun just after the frontal sample before it and last until
+the frontal sample after it, so that whole extent is its possible length; a run whose
+extent reaches `max_turned_seconds` is cut out of the track (`frontal_segments`) instead of
+being averaged into a clip's side fraction. Any turned stretch that no sample saw lies
+between two frontal samples and is shorter than the sampling stride.
 """
 
 from __future__ import annotations
@@ -112,3 +121,81 @@ class LandmarkPredictor:
         rect = self._dlib.rectangle(int(box.x0), int(box.y0), int(box.x1), int(box.y1))
         shape = self._predictor(owned_array(rgb), rect)   # dlib ignores strides
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+# Why a sampled frame of a track counts as turned.
+SIDE, MISSED, NO_LANDMARKS = "side", "missed", "landmarks"
+
+
+def landmarks_ok(points: np.ndarray, box: Box) -> bool:
+    """Whether dlib's fit is usable: finite, the outer eye corners apart by at least a
+    sixth of the box and the nose tip near the box (a failed fit collapses or drifts)."""
+    if points is None or not np.all(np.isfinite(points)):
+        return False
+    w = max(box.x1 - box.x0, 1e-6)
+    eyes = float(np.hypot(*(points[RIGHT_EYE_OUTER] - points[LEFT_EYE_OUTER])))
+    x, y = points[NOSE_TIP]
+    pad = 0.25 * w
+    inside = box.x0 - pad <= x <= box.x1 + pad and box.y0 - pad <= y <= box.y1 + pad
+    return eyes >= w / 6 and inside
+
+
+def judge_frame(points: np.ndarray | None, box: Box | None, cfg: SideFaceConfig) -> str | None:
+    """None for a frontal frame, else why it is turned (SIDE, MISSED, NO_LANDMARKS)."""
+    if box is None:
+        return MISSED
+    if points is None or not landmarks_ok(points, box):
+        return NO_LANDMARKS
+    return SIDE if is_side_face(*rule_coords(points, cfg), cfg) else None
+
+
+@dataclass
+class TurnedRun:
+    start: int                  # first frame it may cover (just after the frontal sample before)
+    end: int                    # one past the last (the frontal sample after it)
+    frames: list[int]           # its sampled frames, all judged turned
+    why: list[str]              # per sampled frame: SIDE, MISSED or NO_LANDMARKS
+    trimmed: bool = False       # cut out of the track: it may last max_turned_seconds or more
+
+    def to_json(self) -> dict:
+        return {"start": self.start, "end": self.end, "frames": self.frames, "why": self.why,
+                "trimmed": self.trimmed}
+
+
+def turned_runs(start: int, end: int, judged: list[tuple[int, str | None]],
+                min_length: int) -> list[TurnedRun]:
+    """Runs of consecutive turned samples of a track covering [start, end); `judged` is
+    (frame, judge_frame's verdict) for its sampled frames in order. A run is marked
+    `trimmed` when its possible extent is `min_length` frames or more."""
+    runs: list[TurnedRun] = []
+    last_frontal = None
+    current: TurnedRun | None = None
+    for frame, why in judged:
+        if why is None:
+            if current is not None:
+                current.end = frame
+                runs.append(current)
+                current = None
+            last_frontal = frame
+            continue
+        if current is None:
+            current = TurnedRun(start if last_frontal is None else last_frontal + 1, end, [], [])
+        current.frames.append(int(frame))
+        current.why.append(why)
+    if current is not None:
+        runs.append(current)
+    for r in runs:
+        r.trimmed = r.end - r.start >= min_length
+    return runs
+
+
+def frontal_segments(start: int, end: int, runs: list[TurnedRun]) -> list[tuple[int, int]]:
+    """[start, end) without the trimmed runs."""
+    out, a = [], start
+    for r in sorted((r for r in runs if r.trimmed), key=lambda r: r.start):
+        if r.start > a:
+            out.append((a, r.start))
+        a = max(a, r.end)
+    if end > a:
+        out.append((a, end))
+    return out

@@ -24,7 +24,7 @@ from stc.manifests.schema import ManifestSchema
 STATUSES = ("kept", "rejected", "error")
 
 # The funnel, in order: a clip that reaches stage i passed every stage before it.
-FUNNEL = ("inputs", "decodable", "face", "crop", "frontal", "no_text", "kept")
+FUNNEL = ("inputs", "decodable", "face", "crop", "frontal", "quality", "no_text", "kept")
 
 # reason -> (status, the funnel stage it fails)
 REASONS: dict[str, tuple[str, str]] = {
@@ -36,6 +36,9 @@ REASONS: dict[str, tuple[str, str]] = {
     "face_too_small": ("rejected", "face"),
     "multiple_faces": ("rejected", "face"),
     "crop_too_small": ("rejected", "crop"),
+    "low_resolution": ("rejected", "quality"),  # the face holds less detail than its size
+    "blurry": ("rejected", "quality"),
+    "compressed": ("rejected", "quality"),      # block edges of heavy compression
     "side_face": ("rejected", "frontal"),
     "text": ("rejected", "no_text"),
     "encode_failed": ("error", "kept"),         # analysis passed, writing the clip did not
@@ -44,7 +47,8 @@ REASONS: dict[str, tuple[str, str]] = {
 
 # 2: one row per clip (source_id, shot_index, track_index, start/end frame and time)
 # 3: source_hash and duplicate_paths (null in parts written before)
-CLIP_SCHEMA_VERSION = 3
+# 4: person_id, embedding, identity_faces, person_distance; identity_id and split (stc split)
+CLIP_SCHEMA_VERSION = 4
 
 _fields = [
     ("clip_id", pa.string()),           # source_id_sSSS_tTT_PP; source_id for a clipless source
@@ -74,6 +78,14 @@ _fields = [
     ("end_frame", pa.int64()),          # one past its last source frame
     ("start_time", pa.float64()),       # seconds from the source's first frame
     ("end_time", pa.float64()),
+    # identity (curation.identity), from dlib's 128-d face descriptor of sampled faces
+    ("person_id", pa.string()),         # <source_id>_pNN: one person across the source's shots
+    ("embedding", pa.list_(pa.float32())),  # the clip's mean descriptor (128 values)
+    ("identity_faces", pa.int32()),     # sampled faces averaged into it
+    ("person_distance", pa.float64()),  # euclidean, from the mean of its person's clips
+    # `stc split` (null until it ran): identity over all sources, and train / val / test
+    ("identity_id", pa.string()),
+    ("split", pa.string()),
     # faces (on sampled frames)
     ("sampled_frames", pa.int32()),
     ("face_frame_fraction", pa.float64()),
@@ -86,6 +98,13 @@ _fields = [
     ("crop_x1", pa.int32()),
     ("crop_y1", pa.int32()),
     ("face_proportion", pa.float64()),  # median main-face box area / crop area
+    # quality gate (curation.quality), medians over the face's sampled frames, source pixels
+    ("quality_frames", pa.int32()),
+    ("effective_resolution", pa.float64()),  # px of real face detail
+    ("sharpness", pa.float64()),         # fine-scale share of band-pass energy, face at 128 px
+    ("blockiness", pa.float64()),        # excess luma step at 8x8 block edges, grey levels
+    # JSON {"frames", "effective_resolution_sharpness_blockiness": [[px, sharp, block]]}
+    ("quality_evidence", pa.string()),
     # side face (paper Sec. 6.1)
     ("landmark_frames", pa.int32()),
     ("side_fraction", pa.float64()),
@@ -94,6 +113,12 @@ _fields = [
     ("side_ratio_max", pa.float64()),
     # JSON {"frames", "alpha" (null: infinite), "side", "points" [x30,y30,x36,y36,x45,y45]}
     ("side_face_evidence", pa.string()),
+    # turned frames (curation.side_face): sampled frames inside the clip judged turned (the
+    # eye-nose rule, or the frontal detector missing the tracked face), in short runs only
+    ("turned_frames", pa.int32()),
+    # JSON [{start, end, frames, why: side|missed|landmarks, trimmed}]: every turned run of
+    # the clip's track; the trimmed ones (possibly >= max_turned_seconds) are cut out
+    ("turned_runs", pa.string()),
     # text (PP-OCR detection, line shape, recognition, persistence over frames)
     ("ocr_frames", pa.int32()),
     ("has_text", pa.bool_()),
@@ -146,7 +171,8 @@ CLIP_SCHEMA = ManifestSchema(
     key="clip_id",
     row_checks=(_check_status, _check_kept, _check_span),
     group="source_id",
-    added=frozenset({"source_hash", "duplicate_paths"}),
+    added=frozenset({"source_hash", "duplicate_paths", "person_id", "embedding", "identity_faces",
+                     "person_distance", "identity_id", "split"}),
 )
 
 

@@ -136,11 +136,12 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 
 
 def test_funnel_counts_follow_the_first_failed_stage():
-    reasons = ["kept", "kept", "unreadable", "no_face", "side_face", "text", "crop_too_small", "encode_failed"]
+    reasons = ["kept", "kept", "unreadable", "no_face", "side_face", "text", "crop_too_small",
+               "encode_failed", "blurry"]
     counts = funnel_counts(reasons)
     assert list(counts) == list(FUNNEL)
-    assert counts == {"inputs": 8, "decodable": 7, "face": 6, "crop": 5, "frontal": 4,
-                      "no_text": 3, "kept": 2}
+    assert counts == {"inputs": 9, "decodable": 8, "face": 7, "crop": 6, "frontal": 5,
+                      "quality": 4, "no_text": 3, "kept": 2}
 
 
 def test_atomic_writes_get_ordinary_file_permissions(tmp_path):

@@ -28,19 +28,20 @@ from stc.pipelines.stats import run_stats
 
 # reason -> rows per source; 18 inputs in all, every funnel stage loses someone.
 REASON_PLAN = {
-    "hdtf": {"kept": 6, "no_face": 1, "side_face": 1, "unreadable": 1, "crop_too_small": 1},
+    "hdtf": {"kept": 6, "no_face": 1, "side_face": 1, "unreadable": 1, "crop_too_small": 1,
+             "blurry": 1},
     "talk": {"kept": 3, "no_face": 1, "side_face": 1, "text": 1, "too_short": 1,
              "encode_failed": 1},
 }
-EXPECTED_FUNNEL = {"inputs": 18, "decodable": 16, "face": 14, "crop": 13, "frontal": 11,
-                   "no_text": 10, "kept": 9}
+EXPECTED_FUNNEL = {"inputs": 19, "decodable": 17, "face": 15, "crop": 14, "frontal": 12,
+                   "quality": 11, "no_text": 10, "kept": 9}
 T = 8  # frames per pair window
 
 
 def _stages_passed(reason: str) -> int:
     """How many analysis stages a row of this reason has values for (0: none)."""
     return {"unreadable": 0, "too_short": 1, "no_face": 1, "crop_too_small": 2,
-            "side_face": 3, "text": 4, "encode_failed": 5, "kept": 5}[reason]
+            "side_face": 3, "blurry": 3, "text": 4, "encode_failed": 5, "kept": 5}[reason]
 
 
 def clip_row(clip_id: str, source: str, reason: str, rng: np.random.Generator,
@@ -67,6 +68,10 @@ def clip_row(clip_id: str, source: str, reason: str, rng: np.random.Generator,
         ratio = float(rng.uniform(0.3, 3.5))
         row.update(landmark_frames=8, side_fraction=float(rng.uniform(0, 1)), side_ratio_median=ratio,
                    side_ratio_min=ratio / 2, side_ratio_max=ratio * 2)
+    if passed >= 4 or reason == "blurry":
+        row.update(quality_frames=8, effective_resolution=float(rng.uniform(150, 300)),
+                   sharpness=0.05 if reason == "blurry" else float(rng.uniform(0.08, 0.2)),
+                   blockiness=float(rng.uniform(0, 1.5)))
     if passed >= 4:
         score = float(rng.uniform(0.6, 1)) if reason == "text" else float(rng.choice([0.0, 0.3]))
         row.update(ocr_frames=3, has_text=reason == "text", text_score=score,
@@ -215,7 +220,7 @@ def test_stc_stats_report(audit_inputs, report):
     c = s["clips"]
 
     # funnel, statuses, reasons, sources: exactly the rows written
-    assert c["rows"] == len(rows) == 18
+    assert c["rows"] == len(rows) == 19
     assert c["funnel"] == EXPECTED_FUNNEL
     reasons = Counter(r["reason"] for r in rows)
     assert c["reasons"] == dict(reasons)

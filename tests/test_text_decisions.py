@@ -151,8 +151,11 @@ def test_constructed_and_real_clips_get_the_right_decision(curated):
     rows = curated["rows"]
     for c in (hard_cases.CASES_BY_NAME[n] for n in CLIP_CASES):
         assert rows[c.name]["reason"] == c.reason, (c.name, rows[c.name]["message"])
-    for real in ("hdtf_3", "hdtf_5", "talkshow_1"):
+    for real in ("hdtf_3", "hdtf_5"):
         assert rows[real]["status"] == "kept", rows[real]["message"]
+    # talkshow_1 is `either` in labels.csv: a real low-quality input the quality gate may
+    # reject, but never for text.
+    assert rows["talkshow_1"]["reason"] in ("kept", "low_resolution", "blurry", "compressed")
     CLIP_SCHEMA.table(rows.values())      # the evidence columns fit the typed schema
 
 
@@ -205,10 +208,12 @@ def test_review_page_draws_the_evidence(curated, tmp_path):
         for row in curated["rows"].values():
             w.add(row)
     (root / "curate_config.yaml").write_text(yaml.safe_dump(to_dict(curated["config"])))
-    summary = audit(root)
+    # The cases' sources lie beside the output folder, not among inputs `stc curate` recorded.
+    summary = audit(root, allow_outside=True)
     files = write_report(summary, tmp_path / "report")
     review = summary["review"]
-    assert {e["reason"] for e in review["rejected"]} == {"text", "side_face"}
+    rejected = {r["reason"] for r in curated["rows"].values() if r["status"] == "rejected"}
+    assert {e["reason"] for e in review["rejected"]} == rejected >= {"text", "side_face"}
     assert all(e["status"] == "kept" and e["why"] for e in review["tails"])
     text_entry = next(e for e in review["rejected"] if e["reason"] == "text")
     assert any(b["verdict"] == TEXT for b in text_entry["text"]["boxes"])
