@@ -263,7 +263,8 @@ class ClipCurator:
         busy = 0.0
         frames = scan_frames(s.path, s.detector.thumb_size, lambda i: i % stride == 0,
                              cfg.face.detect_max_side,
-                             also=jumps.observe if jumps is not None else None)
+                             also=jumps.observe if jumps is not None else None,
+                             threads=self.threads)
         try:
             for index, when, thumb, small in frames:
                 t0 = time.perf_counter()
