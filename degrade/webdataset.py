@@ -19,8 +19,24 @@ The pairs manifest names the tar in `lq_path_or_shard` and the pair's sample ind
 tensors. Members carry fixed metadata (mtime 0, uid/gid 0, mode 0644) and mp4s are muxed
 with libavformat's bit-exact flag: the same pairs give the same bytes.
 
-Workers build the members (`to_sample`); the driver only concatenates them into a tar and
-writes it with one atomic write (a temp file renamed, or one PUT on object storage).
+Workers build the members (`to_sample`) and write the tars themselves: the pairs of one
+task (`--part-size` clips) are packed into shards of up to `--shard-mb`, each written with
+one atomic write (a temp file renamed, or one PUT on object storage).
+
+Reading them with `webdataset` (no stc needed for the bytes; `decode` for frames):
+
+    import webdataset as wds
+    from stc.degrade import webdataset as stc_wds
+
+    ds = stc_wds.dataset(sorted(glob("OUT/shards/bfvr-seed0/shard-*.tar"))).batched(8)
+    loader = wds.WebLoader(ds, batch_size=None, num_workers=4)
+    for batch in loader:   # batch["lq"], batch["hq"]: uint8 [8, T, H, W, 3]; batch["meta"]
+
+`decode(sample)` turns one raw sample (`__key__`, `hq.mp4`, `lq.mp4`, `json` bytes) into
+frames, the LQ resized to the HQ size as training uses it, so every sample of a run has the
+same shape and `.batched()` stacks them (windows are exactly `--window` frames; a clip's
+shorter tail is dropped). `mp4_handler` is the per-member form for `.decode(...)`, giving
+each mp4 as stored (a BFVR LQ at its own, random, low resolution).
 """
 
 from __future__ import annotations
@@ -135,6 +151,38 @@ def decode_sample(row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     if lq.shape != hq.shape:
         raise ValueError(f"{what}: LQ {lq.shape} and HQ {hq.shape} differ; the shard is damaged")
     return lq, hq
+
+
+def decode(sample: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw webdataset sample -> {"__key__", "lq", "hq": uint8 [T, H, W, 3] RGB of the HQ
+    size, "meta": the json}; the frames `PairDataset` gives for the pair."""
+    meta = json.loads(sample["json"])
+    row = {**meta, "params": json.dumps(meta.get("params")), "hq": sample["hq.mp4"],
+           "lq": sample["lq.mp4"]}
+    lq, hq = decode_sample(row)
+    return {"__key__": sample.get("__key__"), "lq": lq, "hq": hq, "meta": meta}
+
+
+def mp4_handler(key: str, data: bytes) -> np.ndarray | None:
+    """A `wds.WebDataset(...).decode(mp4_handler)` handler: an mp4 member's frames as stored
+    (uint8 [T, H, W, 3] RGB); other members are left to the next handler."""
+    if not key.lower().endswith(".mp4"):
+        return None
+    return decode_mp4(data, key)
+
+
+def dataset(urls: list[str] | str, shuffle: int = 0, seed: int = 0):
+    """A `webdataset.WebDataset` over stc tar shards that yields `decode`d samples: shards
+    split over nodes and loader workers (each pair read once per epoch; a worker without a
+    shard yields nothing rather than failing), optional sample shuffling in a buffer."""
+    import webdataset as wds
+
+    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False,
+                        nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker,
+                        seed=seed)
+    if shuffle:
+        ds = ds.shuffle(shuffle)
+    return ds.map(decode)
 
 
 def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
