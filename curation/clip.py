@@ -46,7 +46,7 @@ from stc.core.video import (
     scan_frames,
 )
 from stc.curation import crop as crop_mod
-from stc.curation import side_face, text
+from stc.curation import quality, side_face, text
 from stc.curation.config import CurateConfig
 from stc.curation.faces import Box, FaceDetector, FaceEmbedder, sample_stride
 from stc.curation.motion import MotionMeter
@@ -100,6 +100,7 @@ class Sample:
     boxes: list[Box]                  # in input pixels, largest first
     points: list[np.ndarray]          # 68x2 landmarks of each box, input pixels
     small: np.ndarray | None = None   # the analysed frame; dropped once its shot is judged
+    quality: list[quality.FaceQuality | None] = field(default_factory=list)  # of each box
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Clip:
     samples: list[Sample]             # every sample in [start, end)
     found: list[int]                  # positions in `track` of its detections in [start, end)
     by_frame: dict[int, Sample] = field(default_factory=dict)
+    turned: list[side_face.TurnedRun] = field(default_factory=list)   # of its whole track
     box: tuple[int, int, int, int] | None = None
     passed: bool = False              # every check before the write passed
 
@@ -261,8 +263,12 @@ class ClipCurator:
         chunk = CHUNK_CLIPS * max_frames
         t_start = time.perf_counter()
         busy = 0.0
+        # The sampled frames' full-resolution luma, held only until the frame is analysed:
+        # face quality is measured in source pixels.
+        luma: dict[int, np.ndarray] = {}
         frames = scan_frames(s.path, s.detector.thumb_size, lambda i: i % stride == 0,
                              cfg.face.detect_max_side,
+                             luma=luma.__setitem__ if cfg.quality.enabled else None,
                              also=jumps.observe if jumps is not None else None,
                              threads=self.threads)
         try:
@@ -279,7 +285,7 @@ class ClipCurator:
                     jump = jumps is not None and jumps.wanted(index)
                     if (not repeat and index % stride == 0) or (repeat and not jump):
                         with self._timed(s, "faces"):
-                            sample = self.analyse(index, small, s.info)
+                            sample = self.analyse(index, small, s.info, luma.pop(index, None))
                         s.pending.append(sample)
                         if jumps is not None:
                             with self._timed(s, "shots"):
@@ -287,6 +293,7 @@ class ClipCurator:
                     elif jump:
                         # Frames the jump-cut check alone asks for cost shot detection,
                         # and only if the jump proves isolated.
+                        luma.pop(index, None)
                         with self._timed(s, "shots"):
                             jumps.add(index, functools.partial(self._jump_sample, s, index, small))
                 self.drain(s, chunk, final=False)
@@ -316,11 +323,14 @@ class ClipCurator:
             return None
         return self.embedder(p.small, p.boxes[slot].scaled(p.scale), p.points[slot] * p.scale)
 
-    def analyse(self, index: int, small: np.ndarray, info: VideoInfo) -> Sample:
+    def analyse(self, index: int, small: np.ndarray, info: VideoInfo,
+                luma: np.ndarray | None = None) -> Sample:
         scale = small.shape[1] / info.width if info.width else 1.0
         boxes = self.detector.detect(small)
         points = [self.landmarks(small, b) / scale for b in boxes]
-        return Sample(index, scale, [b.scaled(1 / scale) for b in boxes], points, small)
+        full = [b.scaled(1 / scale) for b in boxes]
+        faces = [quality.measure(luma, b) for b in full] if luma is not None else []
+        return Sample(index, scale, full, points, small, faces)
 
     def _max_frames(self, s: SourceState) -> int:
         return max(self.cfg.min_frames, int(math.floor(self.cfg.max_seconds * s.fps)))
@@ -393,15 +403,60 @@ class ClipCurator:
             if length < self.cfg.min_frames:
                 s.fragments += 1
                 continue
-            n = math.ceil(length / max_frames)
-            bounds = [t.start + round(i * length / n) for i in range(n + 1)]
-            for piece, (c0, c1) in enumerate(zip(bounds, bounds[1:])):
+            with self._timed(s, "side_face"):
+                runs, segments = self.turned_runs(s, t, samples)
+            spans = []
+            for a0, a1 in segments:
+                n = math.ceil((a1 - a0) / max_frames)
+                bounds = [a0 + round(i * (a1 - a0) / n) for i in range(n + 1)]
+                spans += [(c0, c1) for c0, c1 in zip(bounds, bounds[1:]) if c1 - c0 >= self.cfg.min_frames]
+            if not spans:
+                # Turned runs leave no piece long enough: one row says so.
+                clip = self.new_clip(s, t, 0, t.start, t.end, samples)
+                clip.turned = runs
+                s.clips.append(clip)
+                trimmed = [r for r in runs if r.trimmed]
+                self._run(s, clip, [("side_face", self.check_side_face)])
+                if clip.row.get("status") is None:
+                    clip.row.update(status="rejected", reason="side_face", message=(
+                        f"{s.path} frames {t.start}-{t.end}: turned runs "
+                        f"{', '.join(f'{r.start}-{r.end}' for r in trimmed)} leave no frontal "
+                        f"piece of min_frames={self.cfg.min_frames}"))
+                continue
+            for piece, (c0, c1) in enumerate(spans):
                 clip = self.new_clip(s, t, piece, c0, c1, samples)
+                clip.turned = runs
                 s.clips.append(clip)
                 clip.passed = self._run(s, clip, [("face_checks", self.check_faces),
                                                   ("crop", self.choose_crop),
                                                   ("side_face", self.check_side_face),
+                                                  ("quality", self.check_quality),
                                                   ("text", self.check_text)])
+
+    def turned_runs(self, s: SourceState, t: Track, samples: list[Sample]
+                    ) -> tuple[list[side_face.TurnedRun], list[tuple[int, int]]]:
+        """The track's turned runs and the frontal segments left once the long ones are
+        cut out. A track turned in most of its frames is left whole, for the side-face
+        rule to reject as one clip."""
+        cfg = self.cfg.side_face
+        if cfg.max_turned_seconds <= 0:
+            return [], [(t.start, t.end)]
+        at = {f: i for i, f in enumerate(t.frames)}
+        judged = []
+        for p in samples:
+            if t.start <= p.index < t.end:
+                i = at.get(p.index)
+                box = None if i is None else t.boxes[i]
+                points = None if i is None else p.points[t.slots[i]]
+                judged.append((p.index, side_face.judge_frame(points, box, cfg)))
+        runs = side_face.turned_runs(t.start, t.end, judged,
+                                     max(1, math.ceil(cfg.max_turned_seconds * s.fps)))
+        turned = sum(why is not None for _, why in judged)
+        if not judged or turned / len(judged) > cfg.max_side_fraction:
+            for r in runs:
+                r.trimmed = False
+            return runs, [(t.start, t.end)]
+        return runs, side_face.frontal_segments(t.start, t.end, runs)
 
     def new_clip(self, s: SourceState, t: Track, piece: int, start: int, end: int,
                  samples: list[Sample]) -> Clip:
@@ -527,6 +582,25 @@ class ClipCurator:
             raise Stop("crop_too_small", f"{s.path} frames {c.start}-{c.end}: crop side "
                                          f"{x1 - x0}px below min_crop_side={cfg.min_crop_side}")
 
+    def check_quality(self, s: SourceState, c: Clip) -> None:
+        cfg = self.cfg.quality
+        if not cfg.enabled:
+            return
+        t = c.track
+        measured = []
+        for i in c.found:
+            p = c.by_frame[t.frames[i]]
+            q = p.quality[t.slots[i]] if t.slots[i] < len(p.quality) else None
+            if q is not None:
+                measured.append((t.frames[i], q))
+        stats = quality.summarise(measured)
+        c.row.update(quality_frames=stats.frames, effective_resolution=stats.effective_resolution,
+                     sharpness=stats.sharpness, blockiness=stats.blockiness,
+                     quality_evidence=stats.evidence_json())
+        failed = stats.verdict(cfg)
+        if failed:
+            raise Stop(failed[0], f"{s.path} frames {c.start}-{c.end}: {failed[1]}")
+
     def check_side_face(self, s: SourceState, c: Clip) -> None:
         cfg = self.cfg.side_face
         t = c.track
@@ -534,9 +608,12 @@ class ClipCurator:
         for i in c.found:
             points.append(c.by_frame[t.frames[i]].points[t.slots[i]])
         stats = side_face.summarise(points, cfg, [t.frames[i] for i in c.found])
+        inside = [r for r in c.turned if r.end > c.start and r.start < c.end and not r.trimmed]
         c.row.update(landmark_frames=stats.frames, side_fraction=stats.side_fraction,
                      side_ratio_median=stats.ratio_median, side_ratio_min=stats.ratio_min,
-                     side_ratio_max=stats.ratio_max, side_face_evidence=stats.evidence_json())
+                     side_ratio_max=stats.ratio_max, side_face_evidence=stats.evidence_json(),
+                     turned_frames=sum(c.start <= f < c.end for r in inside for f in r.frames),
+                     turned_runs=json.dumps([r.to_json() for r in c.turned], separators=(",", ":")))
         if stats.is_side_dominated(cfg):
             raise Stop("side_face", f"{s.path} frames {c.start}-{c.end}: side face in "
                                     f"{stats.side_fraction:.0%} of frames "
