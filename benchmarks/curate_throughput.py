@@ -197,6 +197,16 @@ def measure_case(name: str, files: list[str], trees: list[tuple[str, Path | None
                                                f"(first tree: {len(reference)})"
         entry["largest_pass"] = max(steps, key=steps.get) if steps else None
         result[label] = entry
+    if "baseline" in result:
+        now, before = result["stc"], result["baseline"]
+        result["summary"] = {
+            "floor_ratio": {"stc": now["floor_ratio"], "baseline": before["floor_ratio"]},
+            "cpu_floor_ratio": {"stc": now["cpu_floor_ratio"], "baseline": before["cpu_floor_ratio"]},
+            "wall_speedup_vs_baseline": round(before["seconds"] / now["seconds"], 3),
+            "cpu_speedup_vs_baseline": round(before["cpu_seconds"] / now["cpu_seconds"], 3),
+            "per_pass_before_after": {k: [before["per_pass"].get(k), now["per_pass"].get(k)]
+                                      for k in sorted(set(now["per_pass"]) | set(before["per_pass"]))},
+        }
     return result
 
 

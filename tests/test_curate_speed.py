@@ -116,8 +116,7 @@ def test_bfloat16_transnetv2_marks_the_same_frames(sources):
 def test_a_failed_source_leaves_no_written_clip(sources, tmp_path, monkeypatch):
     """With writes overlapping the scan, a source that fails after some clips were written
     (here: its shots file cannot be recorded) leaves none of them behind."""
-    cfg = CurateConfig.load("default")
-    curator = ClipCurator(cfg, tmp_path)
+    curator = ClipCurator(_config(), tmp_path)
 
     def broken(s):
         raise OSError("disk gone")
