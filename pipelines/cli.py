@@ -22,9 +22,10 @@ USAGE_ERRORS = (ConfigError, ManifestError, FileNotFoundError, OutputLocked, Mis
 # The run could not go on; finished work is kept and a rerun resumes (exit 1).
 RUN_ERRORS = (DiskFull, RayUnavailable, WorkersFailed)
 
-# In the order of the workflow: curate -> degrade -> train -> enhance -> eval; stats audits.
+# In the order of the workflow: curate -> split -> degrade -> train -> enhance -> eval; stats audits.
 COMMANDS = [
     "stc.pipelines.curate",
+    "stc.pipelines.split",
     "stc.pipelines.degrade",
     "stc.pipelines.train",
     "stc.pipelines.enhance",
