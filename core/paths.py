@@ -24,7 +24,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from stc.core import storage
 from stc.core.fs import OutsideRoot, within
@@ -58,6 +58,40 @@ def _url_within(root: Location, url: str) -> str | None:
     if not storage.is_url(root) or "/../" in f"{url}/" or "/./" in f"{url}/":
         return None
     return url if url == base or url.startswith(base + "/") else None
+
+
+def resolved(path: str | Path) -> Path:
+    """`path` absolute with links and `..` resolved; a link loop (or a chain too long to
+    follow) is kept as the absolute path it is, for its reader to report, never an error."""
+    p = Path(path).expanduser()
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(p))
+
+
+def walk_files(folder: str | Path, prune: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Every file below `folder` in sorted order, following links to folders: each real
+    folder is walked once, so a link loop (`sub/up -> ..`) or a second link to the same
+    folder ends there. An entry that cannot be followed (a link to itself) is yielded as a
+    file: whoever reads it gets the error and reports it. A subfolder for which `prune`
+    says True is not entered."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        if prune is not None:
+            dirnames[:] = [d for d in dirnames if not prune(Path(dirpath) / d)]
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
 
 
 # --- the inputs a run vouches for ----------------------------------------------------

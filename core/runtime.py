@@ -158,6 +158,19 @@ def _short(exc: BaseException, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit] + " ... (truncated)"
 
 
+def _killed_for_memory(exc: BaseException) -> bool:
+    from ray.exceptions import OutOfMemoryError
+
+    return isinstance(exc, OutOfMemoryError) or "low on memory" in str(exc)
+
+
+def out_of_memory(exc: BaseException) -> str:
+    """Ray's out-of-memory report (a page of process tables) as its one telling line."""
+    first = next((ln.strip() for ln in str(exc).splitlines() if "memory" in ln.lower()), "")
+    return f"killed by Ray for lack of memory ({first[:300]})" if first else \
+        "killed by Ray for lack of memory"
+
+
 class WorkersFailed(RuntimeError):
     """The pipeline's workers could not be built (a missing model, a bad config)."""
 
@@ -173,7 +186,7 @@ def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs:
     its own actor.
     """
     import ray
-    from ray.exceptions import ObjectLostError, RayActorError
+    from ray.exceptions import ObjectLostError, OutOfMemoryError, RayActorError
 
     if not items:
         return
@@ -187,7 +200,14 @@ def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs:
         return remote.remote(worker_cls, constructor_kwargs)
 
     actors = [start() for _ in range(size)]
-    errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
+    try:
+        errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
+    except OutOfMemoryError as exc:
+        for a in actors:
+            ray.kill(a)
+        raise WorkersFailed(f"{name or worker_cls.__name__} could not start: {out_of_memory(exc)}; "
+                            "use fewer --workers (each loads its own models) or free memory, "
+                            "then rerun the same command") from None
     if errors:
         for a in actors:
             ray.kill(a)
@@ -217,10 +237,12 @@ def map_items(items: list[dict[str, Any]], worker_cls: type, constructor_kwargs:
             actor, item = pending.pop(ref)
             try:
                 result = ray.get(ref)
-            except (RayActorError, ObjectLostError) as exc:
+            except (RayActorError, ObjectLostError, OutOfMemoryError) as exc:
                 # Its process, or the node under it, died: a replacement takes the next item.
+                why = out_of_memory(exc) + "; use fewer --workers or free memory" \
+                    if _killed_for_memory(exc) else _short(exc, 200)
                 result = {"ok": False, "node": None, "seconds": 0.0, "died": True,
-                          "error": f"the worker process died on this input ({_short(exc, 200)})"}
+                          "error": f"the worker process died on this input ({why})"}
                 ray.kill(actor)
                 actor = None
             yield item, result

@@ -45,6 +45,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Iterator, Union
 
 from stc.core.fs import OutputLock, OutputLocked, atomic_path
+from stc.core.fs import running_writer as _local_writer
 from stc.core.fs import clean_stale_temps as _clean_local_temps
 from stc.core.names import LOCK_FILE
 
@@ -372,6 +373,36 @@ def cached_input(loc: Location) -> Path:
     return target
 
 
+# --- errors -------------------------------------------------------------------------------
+# What botocore, aiohttp and gcsfs raise when the endpoint cannot be reached at all.
+_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
+                "ServerDisconnectedError", "ConnectionRefusedError", "ProxyConnectionError")
+_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")
+
+
+def unreachable_storage(exc: BaseException) -> str | None:
+    """The one paragraph for an object store that cannot be reached or signed in to, when
+    that is what `exc` (or an exception it came from) is; else None."""
+    seen: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    names = {type(x).__name__ for x in seen}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("FSSPEC_S3_ENDPOINT_URL")
+    at = f" at {endpoint}" if endpoint else ""
+    if names & set(_UNREACHABLE):
+        detail = next(str(x) for x in seen if type(x).__name__ in _UNREACHABLE)
+        return (f"cannot reach the object storage{at} ({detail[:200]}). Check the endpoint "
+                "(AWS_ENDPOINT_URL), the network and the bucket name; everything committed "
+                "before is kept, so rerun the same command to resume once it is reachable")
+    if names & set(_NO_CREDENTIALS):
+        return ("no credentials for the object storage: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or an instance role / GOOGLE_APPLICATION_CREDENTIALS) "
+                "on this machine and every worker node, then rerun the same command")
+    return None
+
+
 # --- output folders ------------------------------------------------------------------------
 def clean_stale_temps(folder: Location) -> int:
     """Remove temp files a killed writer left (local folders; object PUTs leave none)."""
@@ -386,6 +417,33 @@ def output_lock(folder: Location, command: str, lease_seconds: float = 120.0):
     if isinstance(folder, Path):
         return OutputLock(folder, command)
     return ObjectLock(folder, command, lease_seconds)
+
+
+def running_writer(folder: Location) -> str | None:
+    """Who is writing `folder` right now (a run holds its output lock), else None: a
+    reader must not take a folder in progress for a finished one."""
+    folder = location(folder)
+    if isinstance(folder, Path):
+        return _local_writer(folder)
+    try:
+        holder = json.loads(read_bytes(join(folder, LOCK_FILE)) or b"{}")
+    except (FileNotFoundError, ValueError):
+        return None
+    if time.time() > float(holder.get("expires", 0)) + ObjectLock.CLOCK_MARGIN:
+        return None                                  # a dead run's lock
+    return (f"pid {holder.get('pid')} on {holder.get('host')}, `{holder.get('command')}`, "
+            f"since {holder.get('since')}")
+
+
+def require_finished(folder: Location, reader: str) -> None:
+    """Refuse to read an output folder while a run still writes it (its manifest would be
+    the partial one of the inputs finished so far): OutputLocked naming the writer."""
+    holder = running_writer(folder)
+    if holder:
+        raise OutputLocked(
+            f"{folder} is still being written by a running stc command ({holder}); its "
+            f"manifest holds only what that run finished so far. Wait for it to end, then run "
+            f"{reader} (rerun it later to add what was written since)")
 
 
 def _create(fs, path: str, data: bytes) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stc.core.video import cv2_interp
+from stc.core.video import X264Preset, cv2_interp
 from stc.degrade.codec import encode_h264
 from stc.degrade.video import Video
 
@@ -26,7 +26,7 @@ class BFVRConfig:
     scale: tuple[float, float] = (2.0, 4.0)        # r: HQ size / low-res size
     noise: tuple[float, float] = (0.0, 5.0)        # delta: Gaussian noise std, 0-255 scale
     crf: tuple[int, int] = (18, 25)                # libx264 CRF, integers, both ends included
-    preset: str = "medium"                         # libx264 preset of the compression
+    preset: X264Preset = "medium"                  # libx264 preset of the compression
     down_interp: str = "area"                      # after blurring, so no extra aliasing
     up_interp: str = "bicubic"                     # back to the HQ size
 

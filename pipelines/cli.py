@@ -13,14 +13,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 from stc.core.config import ConfigError
 from stc.core.extras import MissingExtra
-from stc.core.fs import DiskFull, OutputLocked, is_disk_full
+from stc.core.crash import one_paragraph, write_crash_report
+from stc.core.fs import DiskFull, OutputLocked, command_line, is_disk_full
 from stc.core.runtime import RayUnavailable, WorkersFailed
+from stc.core.storage import LeaseLost, unreachable_storage
 from stc.manifests.schema import ManifestError
 
 # Wrong input or settings: the user fixes the command (exit 2).
 USAGE_ERRORS = (ConfigError, ManifestError, FileNotFoundError, OutputLocked, MissingExtra)
 # The run could not go on; finished work is kept and a rerun resumes (exit 1).
-RUN_ERRORS = (DiskFull, RayUnavailable, WorkersFailed)
+RUN_ERRORS = (DiskFull, RayUnavailable, WorkersFailed, LeaseLost)
 
 # In the order of the workflow: curate -> split -> degrade -> train -> enhance -> eval; stats audits.
 COMMANDS = [
@@ -61,13 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     except RUN_ERRORS as exc:
         print(f"stc {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        if not is_disk_full(exc):
-            raise
-        # A write outside the pipelines' own disk-full handling (settings, stats, a trainer).
-        print(f"stc {args.command}: error: no space left on device ({exc}); free space and "
-              "rerun the same command to resume", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the last word: a paragraph and a report, no traceback
+        if is_disk_full(exc):
+            # A write outside the pipelines' own disk-full handling (settings, stats, a trainer).
+            print(f"stc {args.command}: error: no space left on device ({exc}); free space and "
+                  "rerun the same command to resume", file=sys.stderr)
+            return 1
+        report = write_crash_report(exc, command_line(), _version())
+        what = unreachable_storage(exc) or one_paragraph(exc)
+        where = f"the details are in {report} (attach it to a bug report)" if report else \
+            "no crash report could be written"
+        print(f"stc {args.command}: error: {what}\n  {where}", file=sys.stderr)
         return 1
+
 
 
 def _version() -> str:

@@ -22,7 +22,7 @@ from stc.core import storage
 from stc.core.config import from_dict, to_dict, with_sets
 from stc.core.content_hash import content_hash, identical_groups
 from stc.core.names import CLIP_MANIFEST, CURATE_CONFIG, RUN_STATS
-from stc.core.paths import record_input_roots
+from stc.core.paths import record_input_roots, resolved
 from stc.core.runtime import RayOptions
 from stc.curation.clip import ClipCurator, source_id_for
 from stc.curation.config import CurateConfig
@@ -150,8 +150,11 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
     out = storage.location(out)
     cfg = with_sets(CurateConfig.load(config), sets)
     manifest_path = storage.join(out, CLIP_MANIFEST)
+    # What this run writes is never its input, wherever --out lies.
+    inside_out = (lambda p: False) if storage.is_url(out) else \
+        (lambda p, o=str(resolved(out)) + "/": not storage.is_url(p) and p.startswith(o))
     items = [{"source_path": p, "source": s, "source_id": source_id_for(p)}
-             for p, s in gather_inputs(inputs)]
+             for p, s in gather_inputs(inputs) if not inside_out(p)]
     if not items:
         raise FileNotFoundError(f"no videos found in {inputs}; give folders, globs, .txt or .parquet lists")
     done = finished_keys(manifest_path, CLIP_SCHEMA, by="source_id")

@@ -58,10 +58,12 @@ from stc.pipelines.options import (
     add_config_args,
     add_ray_args,
     non_negative_int,
+    positive_float,
     positive_int,
     print_config,
     print_next,
     require,
+    seed_int,
 )
 
 
@@ -154,11 +156,9 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
                 retry_errors: bool = False, limit: int = 0, shard_mb: float = 256,
                 progress: bool = True, verbose: bool = False,
                 format: str = "parquet", allow_outside: bool = False,
-                sets: list[str] | None = None, part_items: int | None = None,
-                split: str | None = None) -> dict[str, Any]:
+                sets: list[str] | None = None, part_items: int | None = None) -> dict[str, Any]:
     """Degrade the kept clips of `manifest` into `out` (folders or URLs) as `format` shards
-    (parquet, webdataset); returns the run summary. `split`: only the clips `stc split` put
-    there (e.g. test, for evaluation pairs)."""
+    (parquet, webdataset); returns the run summary."""
     if format not in SHARD_WRITERS:
         raise ConfigError(f"--format must be one of {sorted(SHARD_WRITERS)}, got {format!r}")
     if not (math.isfinite(shard_mb) and shard_mb > 0):
@@ -168,6 +168,7 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
     rec = with_sets(load_recipe(recipe), sets, "--set (recipe)")
     expect_folder(manifest, CURATED, "stc degrade")
     mpath, root = resolve_manifest(manifest)
+    storage.require_finished(root, "stc degrade")
     if not manifest_files(mpath):
         raise FileNotFoundError(f"curated manifest {mpath} not found; run `stc curate` first "
                                 "and give its output folder (or its manifest.parquet)")
@@ -175,11 +176,6 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
         raise ConfigError(f"--limit must be 0 (all) or more, got {limit}")
     clips = read_manifest(mpath, CLIP_SCHEMA)
     kept = clips[clips["status"] == "kept"]
-    if split:
-        kept = kept[kept["split"] == split]
-        if kept.empty:
-            raise FileNotFoundError(f"{mpath} has no kept clip in split {split!r}; give the "
-                                    "manifest `stc split` wrote (its --out)")
     if limit:
         kept = kept.iloc[:limit]
     if kept.empty:
@@ -314,7 +310,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="bfvr",
                    help="built-in recipe (bfvr, bfvr-nonoise, brightness, pixel) or a YAML file")
     add_config_args(p, "recipe")
-    p.add_argument("--seed", type=int, default=0, help="run seed: same seed, same bytes (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="run seed, 0 to 2^63-1: same seed, same bytes (default 0)")
     p.add_argument("--window", type=int, default=24, help="T, frames per pair (0 = whole clip; default 24)")
     p.add_argument("--stride", type=int, default=0, help="frames between window starts (default: T)")
     p.add_argument("--max-windows", type=int, default=0, help="pairs per clip at most (default: all)")
@@ -327,9 +324,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-errors", action="store_true", help="process clips with error rows again")
     p.add_argument("--limit", type=non_negative_int, default=0,
                    help="only the first N kept clips (default 0: all)")
-    p.add_argument("--split", choices=("train", "val", "test"), default=None,
-                   help="only the kept clips of this split (a manifest from `stc split`)")
-    p.add_argument("--shard-mb", type=float, default=256, help="shard size cap in MB (default 256)")
+    p.add_argument("--shard-mb", type=positive_float, default=256,
+                   help="shard size cap in MB, above 0 (default 256)")
     p.add_argument("--part-size", type=positive_int, default=None,
                    help="clips per task: each task packs its pairs into shards and writes one "
                         "manifest part (default: auto, up to 32)")
@@ -365,7 +361,7 @@ def _main(args: argparse.Namespace) -> int:
                           retry_errors=args.retry_errors, limit=args.limit, shard_mb=args.shard_mb,
                           verbose=args.verbose, format=args.format,
                           allow_outside=args.allow_outside, sets=args.set,
-                          part_items=args.part_size, split=args.split)
+                          part_items=args.part_size)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif summary["total_pairs"]:

@@ -461,11 +461,16 @@ def _local_disk(p: Pipeline) -> Location:
 
 
 def _bytes_needed(p: Pipeline, report: RunReport, total: int) -> float | None:
-    """What the inputs left would take, at the folder's bytes per finished input."""
-    if not report.finished or p.out is None or storage.is_url(p.out):
+    """What the inputs left would take, at the folder's bytes per input finished well.
+
+    Inputs that failed (for lack of space, mostly: once the disk is full every input in
+    flight fails at once) wrote nothing and are to be redone: counted as finished they made
+    the estimate several times too low."""
+    ok = report.finished - report.failed_items
+    if ok <= 0 or p.out is None or storage.is_url(p.out):
         return None
     used = sum(f.stat().st_size for f in Path(p.out).rglob("*") if f.is_file())
-    return used / report.finished * max(1, total - report.finished)
+    return used / ok * max(1, total - ok)
 
 
 def _in_process(spec: PartSpec, tasks: list[dict[str, Any]]):

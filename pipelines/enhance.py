@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -36,9 +37,10 @@ import numpy as np
 from stc.core.config import ConfigError
 from stc.core.fs import write_text_atomic
 from stc.core.names import ENHANCE_STATS
+from stc.core.paths import resolved
 from stc.core.runtime import RayOptions
 from stc.core.frames import VIDEO_SUFFIXES, count_frames, is_frame_folder
-from stc.core.video import FrameWriter, iter_frames, probe, resize_frames
+from stc.core.video import X264_PRESETS, FrameWriter, iter_frames, probe, resize_frames
 from stc.pipelines.driver import Pipeline, run_pipeline
 from stc.model.restore.engine import FaceVideoRestorer, OnFrame
 from stc.model.restore.options import DETECTOR_DEFAULTS, FaceOptions
@@ -244,6 +246,16 @@ def output_complete(src: str | Path, dst: str | Path, recorded: dict[str, Any] |
     return got > 0 and (got == want or not want)
 
 
+def _same_file(src: str, dst: str) -> bool:
+    """`dst` is `src` (the same path, or a link or hard link to the same file)."""
+    if resolved(src) == resolved(dst):
+        return True
+    try:
+        return os.path.samefile(src, dst)
+    except OSError:
+        return False
+
+
 def _write_stats(out_dir: Path, enhancer_info: dict[str, Any], videos: dict[str, Any]) -> None:
     path = out_dir / ENHANCE_STATS
     old = json.loads(path.read_text()) if path.exists() else {}
@@ -295,6 +307,11 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
         if save_crops:
             job["crops"] = str(dst.with_name(dst.stem + "_crops"))
         jobs.append(job)
+    same = [j["src"] for j in jobs if _same_file(j["src"], j["dst"])]
+    if same:
+        raise ConfigError(f"the output of {same[0]} would be {same[0]} itself"
+                          f"{f' (and {len(same) - 1} more)' if len(same) > 1 else ''}: writing "
+                          "it would destroy the input, --overwrite or not. Give another -o")
     recorded = {}
     if (out_dir / ENHANCE_STATS).exists():
         recorded = json.loads((out_dir / ENHANCE_STATS).read_text()).get("videos", {})
@@ -400,7 +417,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             f"(default {FaceOptions.expand:g})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--crf", type=float, default=18, help="libx264 CRF of the output (default 18)")
-    p.add_argument("--preset", default="medium", help="libx264 preset (default medium)")
+    p.add_argument("--preset", default="medium", choices=X264_PRESETS, metavar="PRESET",
+                   help=f"libx264 preset: {', '.join(X264_PRESETS)} (default medium)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="Ray actors for several videos (default: one per CPU, or per GPU)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")

@@ -11,8 +11,19 @@ from typing import Iterable
 import pandas as pd
 
 from stc.core import storage
+from stc.core.names import CLIP_MANIFEST, CURATE_CONFIG, ENHANCE_STATS, LOCK_FILE, PAIRS_MANIFEST
+from stc.core.paths import resolved, walk_files
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".mpg", ".mpeg", ".ts"}
+
+
+# Files only stc writes: a folder holding one is an stc output (curated clips, pairs,
+# restored videos), never raw footage, even when it lies inside an input folder.
+OUTPUT_MARKERS = (CURATE_CONFIG, CLIP_MANIFEST, PAIRS_MANIFEST, ENHANCE_STATS, LOCK_FILE)
+
+
+def is_output_folder(folder: Path) -> bool:
+    return any((folder / m).exists() for m in OUTPUT_MARKERS)
 
 
 # --- inputs ------------------------------------------------------------------------
@@ -24,6 +35,9 @@ def gather_inputs(inputs: Iterable[str]) -> list[tuple[str, str]]:
     `source_path`, optional `source`), or a file. `source` is the folder or list the
     video came from, for per-source statistics. Files are kept whatever their
     extension when named directly: a broken one becomes an error row, not a silent skip.
+    A folder is walked through links to other folders (each real folder once: a link loop
+    ends), and past stc's own output folders (`is_output_folder`): a run's clips are not
+    footage for the next run.
     Any of these may be a URL (`s3://raw/` is the folder `raw`), and lists may name URLs.
     """
     found: dict[str, str] = {}
@@ -32,8 +46,7 @@ def gather_inputs(inputs: Iterable[str]) -> list[tuple[str, str]]:
         if storage.is_url(path):
             found.setdefault(str(storage.location(path)), source)
             return
-        key = str(Path(path).expanduser().resolve())
-        found.setdefault(key, source)
+        found.setdefault(str(resolved(path)), source)
 
     for item in inputs:
         if storage.is_url(item):
@@ -41,9 +54,11 @@ def gather_inputs(inputs: Iterable[str]) -> list[tuple[str, str]]:
             continue
         p = Path(item)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS:
-                    add(f, p.resolve().name)
+            # Links are followed (footage is often linked in from other disks), each real
+            # folder once; a video name that leads nowhere still gets its error row.
+            for f in walk_files(p, prune=is_output_folder):
+                if f.suffix.lower() in VIDEO_EXTENSIONS and (f.is_file() or f.is_symlink()):
+                    add(f, resolved(p).name)
         elif p.suffix == ".txt" and p.is_file():
             for line in p.read_text().splitlines():
                 line = line.split("#", 1)[0].strip()
@@ -60,13 +75,13 @@ def gather_inputs(inputs: Iterable[str]) -> list[tuple[str, str]]:
             sources = df["source"] if "source" in df.columns else [p.stem] * len(df)
             for path, source in zip(df[col], sources):
                 add(path if storage.is_url(path) else Path(path), str(source))
-        elif p.exists():
-            add(p, p.resolve().parent.name)
+        elif p.exists() or p.is_symlink():
+            add(p, resolved(p).parent.name)
         elif any(c in item for c in "*?["):
             matches = sorted(glob.glob(item, recursive=True))
             for m in matches:
-                if Path(m).is_file():
-                    add(Path(m), Path(m).resolve().parent.name)
+                if Path(m).is_file() or Path(m).is_symlink():
+                    add(Path(m), resolved(m).parent.name)
         else:
             # A missing path still gets its error row: the user asked for it.
             add(p, p.parent.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 
@@ -20,6 +21,27 @@ def _int_at_least(low: int, what: str):
 
 positive_int = _int_at_least(1, "at least 1")
 non_negative_int = _int_at_least(0, "0 or more")
+
+# Every generator a seed reaches (NumPy, torch, Python's random) takes it below 2^63.
+SEED_LIMIT = 2 ** 63
+
+
+def seed_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be below 2^63 ({SEED_LIMIT}), got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (sizes, rates): 'nan', 'inf' and 0 are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def add_ray_args(parser: argparse.ArgumentParser) -> None:

@@ -22,9 +22,11 @@ from typing import Iterator
 
 import yaml
 
+from stc.core import storage
 from stc.core.config import ConfigError, load_config, to_dict, with_sets
 from stc.core.names import LOG_FILE
 from stc.core.runtime import init_ray
+from stc.manifests.io import locate_manifest
 from stc.pipelines.folders import CURATED, STAGE1, STAGE2, expect_folder
 from stc.pipelines.options import (
     add_config_args,
@@ -122,6 +124,7 @@ def run_stage1(args: argparse.Namespace) -> int:
         return 0
     require(args, "stc train stage1", "manifest", "out")
     expect_folder(args.manifest, CURATED, "stc train stage1 --manifest")
+    storage.require_finished(storage.parent(locate_manifest(args.manifest)), "stc train stage1")
     expect_folder(args.out, STAGE1, "stc train stage1 --out", "a new folder or a Stage I run")
     cfg = _stage1_config(args)
     cfg.check_weights()
@@ -143,10 +146,27 @@ def run_stage1(args: argparse.Namespace) -> int:
         Stage1Trainer(cfg, args.manifest, args.out, max_steps=args.max_steps,
                       device=args.device, allow_outside=args.allow_outside).run()
     print(f"stc train stage1: run folder {args.out}", file=sys.stderr)
+    stage2 = stage2_config_for(args.config)
     print_next([f"tensorboard --logdir {Path(args.out) / 'tb'}   (losses, codebook use, "
                 "reconstructions)",
-                f"stc train stage2 --curriculum bfvr --stage1 {args.out} --out RUN2"])
+                f"stc train stage2 --curriculum bfvr --stage1 {args.out} --out RUN2"
+                + (f" --config {stage2}" if stage2 else "")])
     return 0
+
+
+def stage2_config_for(stage1: str | None) -> str | None:
+    """The Stage II config the next step needs for a Stage I config: the shipped one of the
+    same size (stage1-tiny -> stage2-tiny), none for the paper's (stage2 is the default),
+    and for any other file a placeholder to fill in (the paper-size default would not fit
+    a small Stage I, and at paper size asks for tens of GB)."""
+    from stc.model.stage2.config import CONFIG_DIR
+
+    name = Path(stage1).stem if stage1 else "stage1"
+    if name == "stage1":
+        return None
+    if name.startswith("stage1") and (CONFIG_DIR / f"stage2{name[len('stage1'):]}.yaml").exists():
+        return f"stage2{name[len('stage1'):]}"
+    return "STAGE2.yaml"
 
 
 def _add_stage2(stages) -> None:

@@ -265,3 +265,170 @@ def test_a_run_that_lost_its_lease_stops_writing(s3):
             storage.write_text("s3://cur/lease2/index", "x")
     finally:
         lock.release()
+
+
+# --- enhance: a damaged checkpoint is a message; its own input is never its output ---------
+def test_enhance_refuses_a_truncated_checkpoint_and_its_own_input(tmp_path):
+    from stc.model.training.checkpoint import save_checkpoint
+
+    from tests.test_stage2 import tiny_stage2
+
+    m = tiny_stage2()
+    run = tmp_path / "run2"
+    ckpt = save_checkpoint(run, 1, {"model": m.state_dict(), "ema": m.state_dict()}, {}, m.cfg)
+    clip = noise_video(tmp_path / "clip.mp4", frames=8, size=32)
+    before = clip.read_bytes()
+
+    r = stc("enhance", str(clip), "-o", str(clip), "--checkpoint", str(run), "--aligned",
+            "--overwrite")
+    assert r.returncode == 2, r.stderr[-2000:]
+    no_traceback(r)
+    assert "destroy the input" in r.stderr and clip.read_bytes() == before
+
+    ema = ckpt / "ema.safetensors"
+    ema.write_bytes(ema.read_bytes()[: ema.stat().st_size // 2])
+    r = stc("enhance", str(clip), "-o", str(tmp_path / "out.mp4"), "--checkpoint", str(run),
+            "--aligned")
+    assert r.returncode == 2, r.stderr[-2000:]
+    no_traceback(r)
+    assert "ema.safetensors is damaged" in r.stderr and "cut short" in r.stderr
+
+
+# --- links, loops, and a run's own output inside its input --------------------------------
+def test_linked_folders_are_followed_loops_are_rows_and_own_output_is_not_input(tmp_path, ray_session):
+    import os
+
+    from stc.pipelines.inputs import gather_inputs
+
+    inputs, elsewhere = tmp_path / "in", tmp_path / "disk2" / "more"
+    a = noise_video(inputs / "a.mp4", frames=12, size=64)
+    b = noise_video(elsewhere / "b.mp4", frames=12, size=64, seed=1)
+    os.symlink(elsewhere, inputs / "linked")                 # footage linked in from another disk
+    os.symlink(elsewhere, inputs / "linked_again")           # the same folder twice: once
+    (inputs / "sub").mkdir()
+    os.symlink("..", inputs / "sub" / "up")                  # a loop
+    os.symlink("me.mp4", inputs / "me.mp4")                  # a link to itself
+    found = dict(gather_inputs([str(inputs)]))
+    assert set(found) == {str(a.resolve()), str(b.resolve()), str(inputs / "me.mp4")}
+
+    out = inputs / "cur"                                      # --out inside the input folder
+    run_curate([str(inputs)], out, config="fast", progress=False)
+    df = read_manifest(out / "manifest.parquet", CLIP_SCHEMA)
+    by_path = df.drop_duplicates("source_id").set_index("source_path")
+    assert set(by_path.index) == set(found)
+    loop = by_path.loc[str(inputs / "me.mp4")]
+    assert (loop["status"], loop["reason"]) == ("error", "unreadable")
+    noise_video(out / "clips" / "planted.mp4", frames=12, size=64, seed=5)   # an output clip
+    again = run_curate([str(inputs)], out, config="fast", progress=False)
+    assert again["inputs"] == 3 and again["processed"] == 0
+    assert not read_manifest(out / "manifest.parquet", CLIP_SCHEMA)["source_path"].str.startswith(
+        str(out.resolve())).any()
+
+
+# --- tracebacks that are now messages -------------------------------------------------------
+def test_bad_numbers_and_presets_are_refused_before_anything_runs(tmp_path):
+    cur = tmp_path / "cur"
+    cur.mkdir()
+    for args, needle in ((["--seed", str(2 ** 64 + 1)], "below 2^63"),
+                         (["--shard-mb", "nan"], "finite number above 0"),
+                         (["--shard-mb", "0"], "finite number above 0")):
+        r = stc("degrade", str(cur), "--out", str(tmp_path / "p"), *args, timeout=120)
+        assert r.returncode == 2 and needle in r.stderr, (args, r.stderr[-1500:])
+        no_traceback(r)
+    r = stc("curate", "--print-config", "--set", "encode.preset=veryfst", timeout=120)
+    assert r.returncode == 2 and "encode.preset: 'veryfst' is not one of" in r.stderr, r.stderr
+    no_traceback(r)
+    r = stc("degrade", "--print-config", "--set", "steps.0.bfvr.preset=quick", timeout=120)
+    assert r.returncode == 2 and "'quick' is not one of" in r.stderr, r.stderr[-1500:]
+    no_traceback(r)
+
+
+def test_a_ray_out_of_memory_kill_is_a_message_and_a_crash_report(tmp_path):
+    import os
+
+    inputs = tmp_path / "in"
+    for i in range(2):
+        noise_video(inputs / f"n{i}.mp4", frames=12, size=64, seed=i)
+    logs = tmp_path / "logs"
+    # Ray's memory monitor kills every worker once the node uses more than 1% of its memory.
+    env = {**os.environ, "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "50",
+           "STC_LOG_DIR": str(logs)}
+    r = stc("curate", str(inputs), "--out", str(tmp_path / "out"), "--config", "fast",
+            "--workers", "2", env=env)
+    assert r.returncode == 1, r.stderr[-2000:]
+    no_traceback(r)
+    assert "lack of memory" in r.stderr and "fewer --workers" in r.stderr
+    reports = list(logs.glob("stc-*.log"))
+    assert len(reports) == 1 and str(reports[0]) in r.stderr
+    assert "Traceback" in reports[0].read_text()      # the details are kept for a bug report
+
+
+def test_an_unreachable_object_store_is_one_paragraph(tmp_path):
+    import os
+    import socket
+
+    with socket.socket() as s:              # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clip = noise_video(tmp_path / "in" / "a.mp4", frames=8, size=32)
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y", "AWS_MAX_ATTEMPTS": "1", "STC_LOG_DIR": str(tmp_path / "logs")}
+    r = stc("curate", str(clip), "--out", "s3://bucket/out", "--config", "fast", env=env)
+    assert r.returncode == 1, r.stderr[-2000:]
+    no_traceback(r)
+    assert "cannot reach the object storage" in r.stderr and "resume" in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) <= 4, r.stderr
+
+
+# --- a manifest still being written is not read as finished ---------------------------------
+def test_degrade_refuses_a_curation_run_in_progress(tmp_path):
+    from stc.core.fs import OutputLock
+    from stc.manifests.io import ManifestWriter
+
+    cur = tmp_path / "cur"
+    noise_video(cur / "clips" / "c.mp4", frames=16, size=64)
+    with ManifestWriter(cur / "manifest.parquet", CLIP_SCHEMA) as w:
+        w.add({"clip_id": "c_s000_t00_00", "source_id": "c", "source_path": "/raw/c.mp4",
+               "source": "t", "status": "kept", "reason": "kept", "message": "",
+               "clip_path": "clips/c.mp4", "shot_index": 0, "track_index": 0, "start_frame": 0,
+               "end_frame": 16, "clip_size": 64, "clip_num_frames": 16, "clip_fps": 25.0})
+    with OutputLock(cur, "stc curate raw --out cur"):        # the curation run, still going
+        r = stc("degrade", str(cur), "--out", str(tmp_path / "pairs"), "--window", "8",
+                "--size", "64", "--workers", "1", "--num-cpus", "1", timeout=180)
+    assert r.returncode == 2, r.stderr[-2000:]
+    no_traceback(r)
+    assert "still being written" in r.stderr and "stc curate raw --out cur" in r.stderr
+    assert not (tmp_path / "pairs" / "pairs.parquet").exists()
+
+
+# --- wrong results ----------------------------------------------------------------------
+def test_an_mkv_with_cover_art_first_reads_its_video(tmp_path):
+    from stc.core.video import crop_transcode, ffmpeg_exe, probe, read_frames, video_stream_index
+
+    video = noise_video(tmp_path / "v.mp4", frames=20, size=96)
+    cover = tmp_path / "cover.png"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "color=red:size=320x240", "-frames:v", "1", str(cover)], check=True)
+    mkv = tmp_path / "with_cover.mkv"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(cover), "-i",
+                    str(video), "-map", "0", "-map", "1", "-c", "copy",
+                    "-disposition:v:0", "attached_pic", str(mkv)], check=True,
+                   stdin=subprocess.DEVNULL)
+    info = probe(mkv)         # .mkv stores no frame count: num_frames 0 means "count them"
+    assert (info.width, info.height, info.codec) == (96, 96, "h264")
+    assert video_stream_index(mkv) == 1
+    frames = read_frames(mkv)
+    assert frames.shape == (20, 96, 96, 3)
+    assert abs(frames.astype(int) - read_frames(video).astype(int)).mean() < 1
+    out = tmp_path / "clip.mp4"
+    for _ in crop_transcode(mkv, out, (0, 0, 64, 64), size=32, crf=18, preset="ultrafast"):
+        pass
+    assert probe(out).num_frames == 20
+
+
+def test_the_stage2_step_after_a_tiny_stage1_names_the_tiny_stage2_config():
+    from stc.pipelines.train import stage2_config_for
+
+    assert stage2_config_for("stage1-tiny") == "stage2-tiny"
+    assert stage2_config_for(None) is None and stage2_config_for("stage1") is None
+    assert stage2_config_for("/my/stage1-small.yaml") == "STAGE2.yaml"

@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from stc.core.config import load_config
 from stc.model.stage1.codebook import Codebook, Quantized, SpatialTemporalQuantizer
 from stc.model.stage1.config import ModelConfig, Stage1Config
-from stc.model.training.checkpoint import CONFIG_FILE, load_weights, resolve_checkpoint
+from stc.model.training.checkpoint import (
+    CONFIG_FILE,
+    load_weights,
+    read_safetensors,
+    resolve_checkpoint,
+)
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -207,9 +212,7 @@ def load_stage1(run_dir_or_file: str | Path, device: str | torch.device = "cpu",
     cfg = load_config(Stage1Config, ckpt / CONFIG_FILE)
     model = VQGAN3D(cfg.model)
     if given.is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(given))
+        state = read_safetensors(given)
     else:
         state = load_weights(ckpt, "ema" if ema else "model")
     try:

@@ -27,7 +27,12 @@ from stc.model.stage1.vqgan3d import VQGAN3D
 from stc.model.stage2.code_transformer import CodeTransformer
 from stc.model.stage2.config import Stage2Config
 from stc.model.stage2.runs import final_step_dir
-from stc.model.training.checkpoint import CONFIG_FILE, load_weights, resolve_checkpoint
+from stc.model.training.checkpoint import (
+    CONFIG_FILE,
+    load_weights,
+    read_safetensors,
+    resolve_checkpoint,
+)
 
 
 class Stage2Output(NamedTuple):
@@ -113,9 +118,7 @@ def load_stage2(path: str | Path, device: str | torch.device = "cpu",
     cfg = load_config(Stage2Config, ckpt / CONFIG_FILE)
     model = Stage2Model(cfg)
     if path.is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
+        state = read_safetensors(path)
     else:
         name = "ema" if ema and (ckpt / "ema.safetensors").exists() else "model"
         state = load_weights(ckpt, name)

@@ -111,12 +111,31 @@ def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, dict[str,
     return final
 
 
+class CheckpointDamaged(ConfigError):
+    """A weights or state file is cut short or not safetensors at all."""
+
+
+def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of one .safetensors file; a truncated or foreign file is a
+    CheckpointDamaged naming it and what to do, never a parser traceback."""
+    try:
+        return load_file(str(path), device=str(device))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ValueError: one cause
+        raise CheckpointDamaged(
+            f"{path} is damaged ({type(exc).__name__}: {str(exc)[:200]}): the file is cut short "
+            "(a copy or a save that did not finish) or is not a safetensors file. Copy it again, "
+            "or give the checkpoint before it (delete this step folder to resume from the one "
+            "before)") from None
+
+
 def load_weights(ckpt: Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     path = Path(ckpt) / f"{name}.safetensors"
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: the checkpoint is incomplete; delete {ckpt} "
                                 "to resume from the one before it")
-    return load_file(str(path), device=str(device))
+    return read_safetensors(path, device)
 
 
 # --- training state without pickle ------------------------------------------------------
@@ -199,7 +218,7 @@ def load_state(ckpt: Path, device: str | torch.device = "cpu") -> dict[str, Any]
     if doc.get("format") != STATE_FORMAT:
         raise ConfigError(f"{meta}: training state format {doc.get('format')!r}, this stc reads "
                           f"{STATE_FORMAT}; use the stc version that wrote it")
-    tensors = load_file(str(ckpt / TRAIN_STATE), device=str(device))
+    tensors = read_safetensors(ckpt / TRAIN_STATE, device)
     return _decode(doc["state"], tensors)
 
 
