@@ -50,6 +50,7 @@ from stc.curation import crop as crop_mod
 from stc.curation import quality, side_face, text
 from stc.curation.config import CurateConfig
 from stc.curation.faces import Box, FaceDetector, FaceEmbedder, sample_stride
+from stc.curation.identity import ClipFace, clip_embedding, person_id, person_labels
 from stc.curation.motion import MotionMeter
 from stc.curation.jump_cuts import FaceJumps
 from stc.curation.shots import Shot, make_detector
@@ -118,6 +119,8 @@ class Clip:
     turned: list[side_face.TurnedRun] = field(default_factory=list)   # of its whole track
     box: tuple[int, int, int, int] | None = None
     passed: bool = False              # every check before the write passed
+    embedding: np.ndarray | None = None   # mean face descriptor (curation.identity)
+    faces_embedded: int = 0
 
 
 @dataclass
@@ -200,6 +203,7 @@ class ClipCurator:
             if not s.clips:
                 raise self.why_no_clip(s)
             self.finish_writes(s)
+            self.name_persons(s)
             self.record_shots(s)
             rows = [c.row for c in s.clips]
         except Stop as stop:
@@ -370,6 +374,8 @@ class ClipCurator:
         if b > a and samples:
             first = len(s.clips)
             self.judge_span(s, a, b, samples)
+            with self._timed(s, "identity"):
+                self.embed_clips(s.clips[first:])
             self.start_writes(s, s.clips[first:])
         for p in samples:
             p.small = None
@@ -378,6 +384,38 @@ class ClipCurator:
                 s.shots.append(Shot(s.shot_index, s.shot_start, b, s.shot_score))
                 s.shot_index += 1
             s.track_offset = 0
+
+    def embed_clips(self, clips: list[Clip]) -> None:
+        """The mean face descriptor of every clip with a face worth keeping, while its
+        sampled frames are at hand (curation.identity)."""
+        for c in clips:
+            reason = c.row.get("reason")
+            if not c.found or (reason is not None and REASONS[reason][1] in ("decodable", "face")):
+                continue
+            t = c.track
+
+            def embed(i: int, t: Track = t, c: Clip = c) -> np.ndarray | None:
+                p = c.by_frame.get(t.frames[i])
+                if p is None or p.small is None:
+                    return None
+                return self.embedder(p.small, t.boxes[i].scaled(p.scale), p.points[t.slots[i]] * p.scale)
+
+            c.embedding = clip_embedding(t, c.found, embed, self.cfg.identity.min_faces)
+            c.faces_embedded = sum(t.frames[i] in t.embeddings for i in c.found)
+
+    def name_persons(self, s: SourceState) -> None:
+        """`person_id` of every embedded clip: its source's clips clustered by face."""
+        clips = [c for c in s.clips if c.embedding is not None]
+        faces = [ClipFace(c.embedding, (c.track.shot, c.track.index), c.start, c.end) for c in clips]
+        labels = person_labels(faces, self.cfg.identity.person_distance)
+        for label in set(labels):
+            members = [c for c, k in zip(clips, labels) if k == label]
+            centre = np.mean([c.embedding for c in members], axis=0)
+            for c in members:
+                c.row.update(person_id=person_id(s.source_id, label),
+                             embedding=c.embedding.astype(np.float32).tolist(),
+                             identity_faces=c.faces_embedded,
+                             person_distance=float(np.linalg.norm(c.embedding - centre)))
 
     def judge_span(self, s: SourceState, a: int, b: int, samples: list[Sample]) -> None:
         by_frame = {p.index: p for p in samples}

@@ -5,10 +5,20 @@
 
 Only the frames in `detections` were looked at (an empty list: looked at, no face). A
 detection joins the open track whose last box it overlaps (IoU >= `min_iou`) when that
-pairing is unambiguous; where one box overlaps two tracks or two boxes one track, and where
-a face lost for a moment shows up elsewhere, dlib's 128-d face embedding of the two faces
-decides (when an `embed` function is given). A track ends when its face has not been seen
-for `max_gap_seconds` (it left, or turned away), and never crosses a shot boundary.
+pairing is unambiguous and the track was seen on the previous looked-at frame; where one box
+overlaps two tracks or two boxes one track, where a face missed on a looked-at frame comes
+back, and where a face lost for a moment shows up elsewhere, dlib's 128-d face embedding of
+the two faces decides (when an `embed` function is given). A track ends when its face has
+not been seen for `max_gap_seconds` (it left, or turned away), and never crosses a shot
+boundary.
+
+A track never holds two people. Overlap alone links a box to whoever stood at the same
+place a moment before, across a cut the shot detector missed or a dissolve: so every
+`drift_check_seconds` the face's embedding is compared with the mean of the track's
+embeddings so far, and where it is farther than `max_drift_distance` the track is split at
+the first detection that is (the detections since the last check are embedded to find it).
+One far detection followed by a near one is an outlier (blur, a hand), not a new person.
+The embeddings computed stay on the track (`Track.embeddings`), for its clips' identity.
 
 A track covers [start, end): from its first detection to its last, stretched to the shot's
 own start (end) when it was seen on the first (last) frame looked at in the shot, since
@@ -54,6 +64,8 @@ class Track:
     slots: list[int] = field(default_factory=list)
     start: int = 0                  # first frame covered
     end: int = 0                    # one past the last frame covered
+    # frame -> dlib descriptor of the detection there, for the detections that were embedded
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)
 
     def box_at(self, frame: int) -> Box:
         """The box at any frame: linear between the two detections around it, the nearest
@@ -88,6 +100,16 @@ class _Open:
     last_box: Box
     embedding: np.ndarray | None = None
     embedded_frame: int = -1
+    # identity drift: sum and count of the embeddings checked so far, the last checked
+    # frame, and the position of a far detection awaiting confirmation
+    identity_sum: np.ndarray | None = None
+    identity_n: int = 0
+    checked_frame: int | None = None
+    suspect: int | None = None
+
+    @property
+    def identity(self) -> np.ndarray | None:
+        return None if self.identity_sum is None else self.identity_sum / self.identity_n
 
 
 class FaceTracker:
@@ -98,13 +120,17 @@ class FaceTracker:
                  embed: Embed | None = None, shot: int = 0, shot_start: int = 0,
                  shot_end: int | None = None):
         self.cfg, self.embed, self.shot = cfg, embed if cfg.embed else None, shot
-        self.max_gap = max(1, int(round(cfg.max_gap_seconds * (fps if fps > 0 else 25.0))))
+        rate = fps if fps > 0 else 25.0
+        self.max_gap = max(1, int(round(cfg.max_gap_seconds * rate)))
+        self.check_every = max(1, int(round(cfg.drift_check_seconds * rate)))
         self.shot_start, self.shot_end = shot_start, shot_end
         self.open: list[_Open] = []
         self.done: list[Track] = []
         self.first_looked: int | None = None
         self.last_looked: int | None = None
+        self.prev_looked: int | None = None
         self.embeddings_computed = 0
+        self.identity_splits = 0
         self._cache: dict[tuple[int, Box], np.ndarray | None] = {}
 
     # --- embeddings ----------------------------------------------------------------------
@@ -123,10 +149,12 @@ class FaceTracker:
             vec = self._embedding(o.last_frame, o.last_box)
             if vec is not None:
                 o.embedding, o.embedded_frame = vec, o.last_frame
+            o.track.embeddings[o.last_frame] = vec
         return o.embedding
 
     def _distance(self, o: _Open, frame: int, box: Box) -> float | None:
-        a = self._track_embedding(o)
+        # The track's identity (mean of its checked faces) where known: steadier than one face.
+        a = o.identity if o.identity is not None else self._track_embedding(o)
         b = self._embedding(frame, box) if a is not None else None
         return None if a is None or b is None else float(np.linalg.norm(a - b))
 
@@ -135,7 +163,7 @@ class FaceTracker:
         """The detections of one looked-at frame (later than every frame before)."""
         if self.first_looked is None:
             self.first_looked = frame
-        self.last_looked = frame
+        self.prev_looked, self.last_looked = self.last_looked, frame
         for o in [o for o in self.open if frame - o.last_frame > self.max_gap]:
             self._finish(o, o.last_frame + 1)
         # Embeddings of frames no open track can link back to are never asked for again.
@@ -148,6 +176,7 @@ class FaceTracker:
             o.track.boxes.append(boxes[d])
             o.track.slots.append(d)
             o.last_frame, o.last_box = frame, boxes[d]
+            self._check_identity(o)
         for d, box in enumerate(boxes):
             if d not in linked:
                 t = Track(self.shot, 0, [frame], [box], [d])
@@ -160,9 +189,11 @@ class FaceTracker:
         cand = m >= self.cfg.min_iou
         links: list[tuple[_Open, int]] = []
         used_t, used_d = set(), set()
-        # Clear pairs: the only candidate in their row and their column.
+        # Clear pairs: the only candidate in their row and their column, of a track seen on
+        # the previous looked-at frame (a face missed in between may be someone else now).
         for t, d in zip(*np.nonzero(cand)):
-            if cand[t].sum() == 1 and cand[:, d].sum() == 1:
+            seen = self.open[t].last_frame == self.prev_looked or self.embed is None
+            if seen and cand[t].sum() == 1 and cand[:, d].sum() == 1:
                 links.append((self.open[t], int(d)))
                 used_t.add(int(t))
                 used_d.add(int(d))
@@ -187,6 +218,72 @@ class FaceTracker:
                 used_d.add(d)
         return links
 
+    # --- identity drift ----------------------------------------------------------------
+    def _embed_at(self, o: _Open, i: int) -> np.ndarray | None:
+        t = o.track
+        vec = self._embedding(t.frames[i], t.boxes[i])
+        if vec is not None:
+            t.embeddings[t.frames[i]] = vec
+        return vec
+
+    def _far(self, o: _Open, vec: np.ndarray | None) -> bool:
+        return vec is not None and float(np.linalg.norm(vec - o.identity)) > self.cfg.max_drift_distance
+
+    def _check_identity(self, o: _Open) -> None:
+        """After `o` got a detection: confirm or drop a pending suspect, and on schedule
+        compare the face with the track's identity (see the module docstring)."""
+        if self.embed is None or self.cfg.max_drift_distance <= 0:
+            return
+        t = o.track
+        last = len(t.frames) - 1
+        if o.suspect is not None:
+            vec = self._embed_at(o, last)
+            if vec is None:
+                return
+            if self._far(o, vec):
+                self._split(o, o.suspect)
+            else:
+                o.suspect = None        # one far face between near ones: an outlier
+                self._add_identity(o, vec, t.frames[last])
+            return
+        if o.checked_frame is not None and t.frames[last] - o.checked_frame < self.check_every:
+            return
+        vec = self._embed_at(o, last)
+        if vec is None:
+            return
+        if o.identity is None or not self._far(o, vec):
+            self._add_identity(o, vec, t.frames[last])
+            return
+        # Drift: the first far detection since the last check is where the new face begins.
+        first = bisect.bisect_right(t.frames, o.checked_frame)
+        far = [i for i in range(first, last) if self._far(o, self._embed_at(o, i))]
+        start = far[0] if far else last
+        if start < last:
+            self._split(o, start)       # two far faces in a row: confirmed
+        else:
+            o.suspect = last
+
+    def _add_identity(self, o: _Open, vec: np.ndarray, frame: int) -> None:
+        o.identity_sum = vec.copy() if o.identity_sum is None else o.identity_sum + vec
+        o.identity_n += 1
+        o.checked_frame = frame
+
+    def _split(self, o: _Open, i: int) -> None:
+        """Detections [i:] of `o`'s track become a new track, the rest ends before them."""
+        old = o.track
+        new = Track(self.shot, 0, old.frames[i:], old.boxes[i:], old.slots[i:])
+        new.embeddings = {f: v for f, v in old.embeddings.items() if f >= new.frames[0]}
+        old.embeddings = {f: v for f, v in old.embeddings.items() if f < new.frames[0]}
+        del old.frames[i:], old.boxes[i:], old.slots[i:]
+        old.start, old.end = old.frames[0], old.frames[-1] + 1
+        self.done.append(old)
+        self.identity_splits += 1
+        o.track, o.suspect = new, None
+        o.identity_sum, o.identity_n, o.checked_frame = None, 0, None
+        for f in new.frames:
+            if f in new.embeddings:
+                self._add_identity(o, new.embeddings[f], f)
+
     def _finish(self, o: _Open, end: int) -> None:
         self.open.remove(o)
         t = o.track
@@ -197,6 +294,8 @@ class FaceTracker:
     def close(self) -> list[Track]:
         """End the shot: every track, numbered in order of first appearance."""
         for o in list(self.open):
+            if o.suspect is not None:   # the track ended before the far face was confirmed
+                self._split(o, o.suspect)
             self._finish(o, o.last_frame + 1)
         tracks = sorted(self.done, key=lambda t: (t.frames[0], t.boxes[0].x0))
         for i, t in enumerate(tracks):

@@ -156,9 +156,11 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
                 retry_errors: bool = False, limit: int = 0, shard_mb: float = 256,
                 progress: bool = True, verbose: bool = False,
                 format: str = "parquet", allow_outside: bool = False,
-                sets: list[str] | None = None, part_items: int | None = None) -> dict[str, Any]:
+                sets: list[str] | None = None, part_items: int | None = None,
+                split: str | None = None) -> dict[str, Any]:
     """Degrade the kept clips of `manifest` into `out` (folders or URLs) as `format` shards
-    (parquet, webdataset); returns the run summary."""
+    (parquet, webdataset); returns the run summary. `split`: only the clips `stc split` put
+    there (e.g. test, for evaluation pairs)."""
     if format not in SHARD_WRITERS:
         raise ConfigError(f"--format must be one of {sorted(SHARD_WRITERS)}, got {format!r}")
     if not (math.isfinite(shard_mb) and shard_mb > 0):
@@ -176,6 +178,11 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
         raise ConfigError(f"--limit must be 0 (all) or more, got {limit}")
     clips = read_manifest(mpath, CLIP_SCHEMA)
     kept = clips[clips["status"] == "kept"]
+    if split:
+        kept = kept[kept["split"] == split]
+        if kept.empty:
+            raise FileNotFoundError(f"{mpath} has no kept clip in split {split!r}; give the "
+                                    "manifest `stc split` wrote (its --out)")
     if limit:
         kept = kept.iloc[:limit]
     if kept.empty:
@@ -324,6 +331,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-errors", action="store_true", help="process clips with error rows again")
     p.add_argument("--limit", type=non_negative_int, default=0,
                    help="only the first N kept clips (default 0: all)")
+    p.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="only the kept clips of this split (a manifest from `stc split`)")
     p.add_argument("--shard-mb", type=positive_float, default=256,
                    help="shard size cap in MB, above 0 (default 256)")
     p.add_argument("--part-size", type=positive_int, default=None,
@@ -361,7 +370,7 @@ def _main(args: argparse.Namespace) -> int:
                           retry_errors=args.retry_errors, limit=args.limit, shard_mb=args.shard_mb,
                           verbose=args.verbose, format=args.format,
                           allow_outside=args.allow_outside, sets=args.set,
-                          part_items=args.part_size)
+                          part_items=args.part_size, split=args.split)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif summary["total_pairs"]:

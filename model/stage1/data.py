@@ -6,7 +6,9 @@ generator seeded with (seed, index). A resumed run therefore sees exactly the wi
 uninterrupted run would have seen, whatever the number of loader processes.
 
 Validation windows come from clips held out by a hash of their clip_id (at least one clip);
-with a single clip, its last window is held out and training windows end before it.
+with a single clip, its last window is held out and training windows end before it. A
+manifest written by `stc split` decides instead: its `split` column puts every clip of one
+identity in train, val or test, and test clips are never read here.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Clip:
     path: str
     num_frames: int
     fps: float = 25.0      # the curated clip's rate (Stage II's on-the-fly codec step uses it)
+    split: str | None = None   # train / val / test from `stc split`; None: not split
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,9 @@ def load_clips(manifest: str | Path, min_frames: int = 1,
             continue
         fps = row.clip_fps
         fps = float(fps) if fps is not None and fps == fps and fps > 0 else 25.0
-        clips.append(Clip(row.clip_id, str(clip_path), int(n), fps))
+        split = getattr(row, "split", None)
+        clips.append(Clip(row.clip_id, str(clip_path), int(n), fps,
+                          split if isinstance(split, str) else None))
     if refused:
         raise ManifestError(f"{len(refused)} kept clip(s) refused: {refused[0]}")
     if short:
@@ -107,6 +112,10 @@ def hash_fraction(clip_id: str) -> float:
 def split_clips(clips: list[Clip], num_frames: int, val_fraction: float,
                 val_windows: int) -> Split:
     """Deterministic train / validation split (see the module docstring)."""
+    if any(c.split for c in clips):
+        train, val = by_split_column(clips)
+        return Split(train=[(c, c.num_frames - num_frames) for c in train],
+                     val=_val_windows(val, num_frames, val_windows))
     if len(clips) == 1:
         c = clips[0]
         last = c.num_frames - num_frames
@@ -122,13 +131,28 @@ def split_clips(clips: list[Clip], num_frames: int, val_fraction: float,
         val = val[:-1]
     val_ids = {c.clip_id for c in val}
     train = [(c, c.num_frames - num_frames) for c in clips if c.clip_id not in val_ids]
+    return Split(train=train, val=_val_windows(val, num_frames, val_windows))
+
+
+def by_split_column(clips: list[Clip]) -> tuple[list[Clip], list[Clip]]:
+    """(train clips, val clips) as `stc split` assigned them; test clips (and clips it left
+    unassigned) are in neither. Refused when either side is empty."""
+    train = [c for c in clips if c.split == "train"]
+    val = [c for c in clips if c.split == "val"]
+    if not train or not val:
+        raise ManifestError(f"the manifest's split gives {len(train)} train and {len(val)} val "
+                            "clip(s) of usable length; rerun `stc split` with a larger --val")
+    return train, val
+
+
+def _val_windows(val: list[Clip], num_frames: int, val_windows: int) -> list[tuple[Clip, int]]:
     per_clip = max(1, math.ceil(val_windows / len(val)))
     windows = []
     for c in val:
         last = c.num_frames - num_frames
         starts = np.linspace(0, last, per_clip + 2)[1:-1] if per_clip > 1 else [last // 2]
         windows += [(c, int(round(s))) for s in starts]
-    return Split(train=train, val=windows[:max(1, val_windows)])
+    return windows[:max(1, val_windows)]
 
 
 def load_window(path: str, start: int, num_frames: int, size: int) -> torch.Tensor:

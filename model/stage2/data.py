@@ -37,7 +37,7 @@ from stc.core.tensors import to_tensor
 from stc.core.video import read_frames, resize_frames
 from stc.degrade.recipe import Recipe, load_recipe
 from stc.manifests.schema import ManifestError
-from stc.model.stage1.data import Clip, hash_fraction, load_clips
+from stc.model.stage1.data import Clip, by_split_column, hash_fraction, load_clips
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,11 @@ class OnlinePairs(Dataset):
 
 def online_clips(manifest: str | Path, num_frames: int, val_fraction: float,
                  allow_outside: bool = False) -> tuple[list[Clip], list[Clip]]:
-    """(training clips, held-out clips) of a curated manifest, split by clip-id hash."""
+    """(training clips, held-out clips) of a curated manifest, split by clip-id hash, or by
+    its `split` column where `stc split` wrote one (test clips are in neither)."""
     clips = load_clips(manifest, min_frames=num_frames, allow_outside=allow_outside)
+    if any(c.split for c in clips):
+        return by_split_column(clips)
     train_ids, val_ids = split_ids([c.clip_id for c in clips], val_fraction)
     return ([c for c in clips if c.clip_id in train_ids], [c for c in clips if c.clip_id in val_ids])
 
