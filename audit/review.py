@@ -43,6 +43,7 @@ SIDE_COLOR, FRONTAL_COLOR = "#ff1744", "#00e676"
 STATUS_COLOR = {"kept": "#43a047", "rejected": "#e53935", "error": "#757575"}
 TRANSITION_COLOR = "#8e24aa"
 TURNED_COLOR = "#ff9100"
+IDENTITY_COLOR = "#1e88e5"
 LANE = 0.26                  # inches per timeline lane
 
 
@@ -237,6 +238,10 @@ def review_figure(entries: list[Mapping[str, Any]], title: str, frames: int = FR
 def _clip_label(c: Mapping[str, Any]) -> str:
     who = (f"person {c['person_id']}" if c.get("person_id") is not None
            else f"shot {c.get('shot_index')} track {c.get('track_index')}")
+    if c.get("person_distance") is not None:
+        who += f" (face {c['person_distance']:.2f} from its mean)"
+    if c.get("split"):
+        who += f" {c['identity_id']} in {c['split']}"
     facts = [f"{c['status']}/{c['reason']}"]
     if c.get("effective_resolution") is not None:
         facts.append(f"detail {c['effective_resolution']:.0f}px sharp {c['sharpness']:.3f} "
@@ -288,6 +293,9 @@ def source_figure(sources: list[Mapping[str, Any]], title: str) -> Figure | None
             ax.text(t["start"], 0.5, f" {t['type']} {t['start']}-{t['end']}", fontsize=6,
                     color="white", va="center", ha="left", clip_on=True,
                     bbox={"fc": TRANSITION_COLOR, "ec": "none", "pad": 0.4, "alpha": 0.9})
+        # Where a track was split because its face became someone else (no cut was found).
+        for f in src.get("identity_changes") or []:
+            ax.plot([f, f], [0.0, lanes], color=IDENTITY_COLOR, lw=1.0, ls="--")
         # One lane per clip.
         for k, c in enumerate(src["clips"], start=1):
             a, b = c.get("start_frame"), c.get("end_frame")
@@ -314,8 +322,9 @@ def source_figure(sources: list[Mapping[str, Any]], title: str) -> Figure | None
                Rectangle((0, 0), 1, 1, fc=TURNED_COLOR, label="turned run, cut out"),
                Rectangle((0, 0), 1, 1, fc="none", ec=TURNED_COLOR, hatch="////",
                          label="short turned run, kept"),
-               Line2D([], [], color=VERDICT_STYLE["text"][0], lw=1.2, label="frame with text")]
+               Line2D([], [], color=VERDICT_STYLE["text"][0], lw=1.2, label="frame with text"),
+               Line2D([], [], color=IDENTITY_COLOR, lw=1.0, ls="--", label="face became another person")]
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 1 - 0.25 / fig.get_figheight()),
-               ncol=7, fontsize=7, frameon=False)
+               ncol=8, fontsize=7, frameon=False)
     fig.suptitle(title, x=0.01, y=1 - 0.03 / fig.get_figheight(), ha="left", va="top", fontsize=11)
     return fig

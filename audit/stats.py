@@ -439,6 +439,7 @@ def source_evidence(manifest: ClipManifest, limit: int = REVIEW_SOURCES) -> list
                 "clip_id": row["clip_id"], "status": row["status"], "reason": row["reason"],
                 **{k: _plain(row.get(k)) for k in ("start_frame", "end_frame", "shot_index",
                                                     "track_index", "person_id",
+                                                    "person_distance", "identity_id", "split",
                                                     "effective_resolution", "sharpness",
                                                     "blockiness", "turned_frames")},
                 "turned_runs": _evidence_list(row.get("turned_runs")),
@@ -451,6 +452,7 @@ def source_evidence(manifest: ClipManifest, limit: int = REVIEW_SOURCES) -> list
             "fps": _plain(doc.get("fps")) or _plain(first.get("fps")),
             "shots": [list(s_[:2]) for s_ in doc.get("shots") or [] if len(s_) >= 2],
             "transitions": _transitions(doc),
+            "identity_changes": [int(f) for f in doc.get("identity_changes") or []],
             "clips": clips,
             "message": "" if clips else str(first.get("message") or ""),
         })

@@ -578,7 +578,11 @@ class ClipCurator:
                "shots": [[sh.start, sh.end, sh.score] for sh in s.shots],
                "transitions": [t.to_json() for t in det.transitions],
                "detector_stats": {k: round(v, 4) for k, v in det.stats.items()},
-               "face_tracks": s.tracks, "short_face_tracks": s.fragments}
+               "face_tracks": s.tracks, "short_face_tracks": s.fragments,
+               # where a track was split because its face became another person's
+               "identity_changes": sorted({c.track.frames[0] for c in s.clips
+                                           if c.track.after_identity_change}),
+               "persons": len({c.row["person_id"] for c in s.clips if c.row.get("person_id")})}
         write_text_atomic(self.out_dir / shots_file(s.source_id), json.dumps(doc) + "\n")
 
     # --- one clip ------------------------------------------------------------------------

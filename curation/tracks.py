@@ -66,6 +66,8 @@ class Track:
     end: int = 0                    # one past the last frame covered
     # frame -> dlib descriptor of the detection there, for the detections that were embedded
     embeddings: dict[int, np.ndarray] = field(default_factory=dict)
+    # begins where the identity check ended another person's track (at frames[0])
+    after_identity_change: bool = False
 
     def box_at(self, frame: int) -> Box:
         """The box at any frame: linear between the two detections around it, the nearest
@@ -271,7 +273,8 @@ class FaceTracker:
     def _split(self, o: _Open, i: int) -> None:
         """Detections [i:] of `o`'s track become a new track, the rest ends before them."""
         old = o.track
-        new = Track(self.shot, 0, old.frames[i:], old.boxes[i:], old.slots[i:])
+        new = Track(self.shot, 0, old.frames[i:], old.boxes[i:], old.slots[i:],
+                    after_identity_change=True)
         new.embeddings = {f: v for f, v in old.embeddings.items() if f >= new.frames[0]}
         old.embeddings = {f: v for f, v in old.embeddings.items() if f < new.frames[0]}
         del old.frames[i:], old.boxes[i:], old.slots[i:]

@@ -11,6 +11,8 @@ its curated corpus.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,24 @@ def test_two_people_at_the_same_place_across_a_missed_cut_are_never_one_track(bu
     first = {r["person_id"] for r in clips if r["end_frame"] <= cut}
     second = {r["person_id"] for r in clips if r["start_frame"] >= cut}
     assert len(first) == len(second) == 1 and first != second
+    # The evidence: where the face became someone else, for the review page.
+    doc = json.loads((built["tmp"] / "same_place" / "shots" / f"{clips[0]['source_id']}.json").read_text())
+    after = min(r["start_frame"] for r in clips if r["start_frame"] >= cut)
+    assert doc["identity_changes"] == [after] and doc["persons"] == 2
+
+
+def test_the_review_timeline_marks_where_a_face_became_someone_else():
+    from stc.audit.review import IDENTITY_COLOR, source_figure
+
+    clip = {"clip_id": "s_s000_t00_00", "status": "kept", "reason": "kept", "start_frame": 0,
+            "end_frame": 73, "person_id": "s_p00", "person_distance": 0.04,
+            "identity_id": "id0", "split": "train", "turned_runs": [], "text": {}}
+    other = {**clip, "clip_id": "s_s000_t01_00", "start_frame": 84, "end_frame": 150,
+             "person_id": "s_p01", "identity_id": "id1", "split": "test"}
+    fig = source_figure([{"source_id": "s", "num_frames": 150, "fps": 25.0, "shots": [[0, 150]],
+                          "transitions": [], "identity_changes": [84], "clips": [clip, other]}], "t")
+    ax = fig.axes[0]
+    marks = [ln for ln in ax.lines if ln.get_color() == IDENTITY_COLOR]
+    assert [list(ln.get_xdata()) for ln in marks] == [[84, 84]]
+    labels = [t.get_text() for t in ax.texts]
+    assert any("person s_p01 (face 0.04 from its mean) id1 in test" in t for t in labels), labels
