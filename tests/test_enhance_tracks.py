@@ -13,15 +13,16 @@ a face, and the cuts are where the clips were joined.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from . import raw_footage
+
 from stc.core.frames import frame_files
-from stc.core.video import encode_frames, read_frames
+from stc.core.video import encode_frames, probe, read_frames
 from stc.model.restore.crops import read_boxes, union_box
 from stc.model.restore.engine import FaceVideoRestorer
 from stc.model.restore.options import FaceOptions
@@ -33,15 +34,10 @@ SEGMENT = 20                    # frames of each clip in the joined video
 FAST = dict(crf=18, preset="ultrafast")
 
 
-def letterbox(frame: np.ndarray, width: int = W, height: int = H) -> np.ndarray:
-    """The frame scaled to fit width x height, centred on black."""
-    h, w = frame.shape[:2]
-    s = min(width / w, height / h)
-    small = cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-    out = np.zeros((height, width, 3), np.uint8)
-    y, x = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
-    out[y:y + small.shape[0], x:x + small.shape[1]] = small
-    return out
+def fit(clip: Path) -> tuple[str, int, float]:
+    """A `raw_footage.joined` part: the clip's first SEGMENT frames scaled to fit 1280x720."""
+    info = probe(clip)
+    return clip.name, SEGMENT, min(W / info.width, H / info.height)
 
 
 def restored_fraction(boxes) -> float:
@@ -66,15 +62,14 @@ def second_difference_p99(boxes) -> dict[int, float]:
 def joined(shared_videos, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("enhance_tracks")
     clips = sorted(shared_videos.glob("*.mp4"))
-    frames = np.concatenate([np.stack([letterbox(f) for f in read_frames(c, 0, SEGMENT)])
-                             for c in clips])
-    src = encode_frames(frames, root / "joined.mp4", fps=25, crf=14, preset="ultrafast")
+    built = raw_footage.joined(shared_videos, root / "joined.mp4", [fit(c) for c in clips])
+    src = built.path
     run = save_tiny_run(root / "run2")
     out = root / "out" / "joined.mp4"
     summary = run_enhance([str(src)], out, run, device="cpu", progress=False, save_crops=True,
                           **FAST)
     assert summary["done"] == 1, summary
-    return {"root": root, "run": run, "clips": clips, "src": src, "out": out,
+    return {"root": root, "run": run, "clips": clips, "src": src, "out": out, "built": built,
             "boxes": read_boxes(out.parent / "joined_crops")}
 
 
@@ -86,7 +81,9 @@ def test_the_face_is_restored_on_nearly_every_letterboxed_frame(joined):
 
 def test_no_track_crosses_a_constructed_cut(joined):
     tracks = joined["boxes"].dropna(subset=["track"]).groupby("track")["frame"]
-    segments = {int(k): set(f // SEGMENT for f in frames) for k, frames in tracks}
+    starts = [start for _, start, _, _ in joined["built"].parts]
+    segments = {int(k): {int(np.searchsorted(starts, f, side="right")) - 1 for f in frames}
+                for k, frames in tracks}
     assert segments and all(len(s) == 1 for s in segments.values()), segments
     # every segment (clip) has its own track
     assert set().union(*segments.values()) == set(range(len(joined["clips"])))
@@ -159,11 +156,10 @@ def test_an_incomplete_output_is_redone_and_a_complete_one_skipped(joined, tmp_p
 def test_the_cnn_detector_on_sampled_frames_finds_the_face(joined, shared_videos, tmp_path):
     """dlib's MMOD CNN (weights in face-recognition-models) on every 5th frame, tracked in
     between: every frame of a three-quarter clip letterboxed to 720p is restored."""
-    frames = np.stack([letterbox(f) for f in read_frames(shared_videos / "talkshow_2.mp4", 0, 16)])
-    src = encode_frames(frames, tmp_path / "ts2.mp4", fps=20, **FAST)
+    src = raw_footage.joined(shared_videos, tmp_path / "ts2.mp4",
+                             [("talkshow_2.mp4", 16, H / 512)], fps=20).path
     restorer = FaceVideoRestorer(keep, 32, 4, FaceOptions(detector="cnn", shots="none"))
     stats = restorer.enhance(src, tmp_path / "out.mp4", crops_dir=tmp_path / "crops", **FAST)
     boxes = read_boxes(tmp_path / "crops")
     assert stats["detect_every"] == 4 and stats["detections"] == 5     # 0, 4, 8, 12 and 15
     assert restored_fraction(boxes) == 1.0 and (boxes["detected"] == "yes").sum() == 5
-    shutil.rmtree(tmp_path / "crops")

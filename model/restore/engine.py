@@ -87,6 +87,14 @@ def keep_center_face(tracks: list[FaceTrack], width: int, height: int) -> list[F
     return out
 
 
+def restored_frames(plans: list["TrackPlan"], num_frames: int) -> np.ndarray:
+    """[num_frames] bool: the frames where at least one face gets restored."""
+    out = np.zeros(num_frames, bool)
+    for p in plans:
+        out[p.track.start:p.track.end] |= p.restorable
+    return out
+
+
 @dataclass
 class TrackPlan:
     """One face track on its way through the second pass."""
@@ -177,18 +185,16 @@ class FaceVideoRestorer:
         stats = FaceStats(frames=num_frames, shots=len(found.shots), track_seconds=track_seconds,
                           detections=found.detections,
                           faces=len({p.track.index for p in plans if p.restorable.any()}))
-        restored = np.zeros(num_frames, bool)
         # frame j can be written once every chunk covering it is restored
         ready_at = np.arange(num_frames)
         ending: dict[int, list[tuple[TrackPlan, int, int]]] = {}
         for p in plans:
-            restored[p.track.start:p.track.end] |= p.restorable
             if not p.restorable.any():
                 continue
             for s, e in p.chunks:
                 ready_at[s:e] = np.maximum(ready_at[s:e], e - 1)
                 ending.setdefault(e - 1, []).append((p, s, e))
-        stats.frames_with_face = int(restored.sum())
+        stats.frames_with_face = int(restored_frames(plans, num_frames).sum())
         crops = CropsWriter(crops_dir, self.size, fps) if crops_dir else None
         buffer: dict[int, np.ndarray] = {}
         write_ptr = 0
