@@ -33,6 +33,19 @@ def stc(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
 
 
+def cli(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`stc ARGS` in this process (no interpreter start-up): its exit code and what it printed."""
+    from stc.pipelines.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:           # argparse refusing an option
+        code = exc.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
 def no_traceback(r: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in r.stderr + r.stdout, r.stderr[-3000:]
 
@@ -134,7 +147,8 @@ def rejected_row(name: str, source: str, frames: int = 16) -> dict:
             "crop_y1": 32}
 
 
-def test_stats_decodes_only_sources_inside_the_run_or_its_recorded_inputs(tmp_path, monkeypatch):
+def test_stats_decodes_only_sources_inside_the_run_or_its_recorded_inputs(tmp_path, monkeypatch,
+                                                                          capsys):
     from stc.audit import review
     from stc.core.paths import INPUT_ROOTS, record_input_roots
     from stc.manifests.io import ManifestWriter
@@ -171,8 +185,7 @@ def test_stats_decodes_only_sources_inside_the_run_or_its_recorded_inputs(tmp_pa
     assert opened == []
 
     # --allow-outside: the user says so, and the videos are read.
-    r = stc("stats", str(cur), "--out", str(tmp_path / "report3"), "--allow-outside",
-            env={**__import__("os").environ, "STC_KEY_FILE": str(tmp_path / "key")})
+    r = cli(capsys, "stats", str(cur), "--out", str(tmp_path / "report3"), "--allow-outside")
     assert r.returncode == 0, r.stderr[-2000:]
     no_traceback(r)
 
@@ -268,7 +281,7 @@ def test_a_run_that_lost_its_lease_stops_writing(s3):
 
 
 # --- enhance: a damaged checkpoint is a message; its own input is never its output ---------
-def test_enhance_refuses_a_truncated_checkpoint_and_its_own_input(tmp_path):
+def test_enhance_refuses_a_truncated_checkpoint_and_its_own_input(tmp_path, capsys):
     from stc.model.training.checkpoint import save_checkpoint
 
     from tests.test_stage2 import tiny_stage2
@@ -279,7 +292,7 @@ def test_enhance_refuses_a_truncated_checkpoint_and_its_own_input(tmp_path):
     clip = noise_video(tmp_path / "clip.mp4", frames=8, size=32)
     before = clip.read_bytes()
 
-    r = stc("enhance", str(clip), "-o", str(clip), "--checkpoint", str(run), "--aligned",
+    r = cli(capsys, "enhance", str(clip), "-o", str(clip), "--checkpoint", str(run), "--aligned",
             "--overwrite")
     assert r.returncode == 2, r.stderr[-2000:]
     no_traceback(r)
@@ -287,8 +300,8 @@ def test_enhance_refuses_a_truncated_checkpoint_and_its_own_input(tmp_path):
 
     ema = ckpt / "ema.safetensors"
     ema.write_bytes(ema.read_bytes()[: ema.stat().st_size // 2])
-    r = stc("enhance", str(clip), "-o", str(tmp_path / "out.mp4"), "--checkpoint", str(run),
-            "--aligned")
+    r = cli(capsys, "enhance", str(clip), "-o", str(tmp_path / "out.mp4"), "--checkpoint",
+            str(run), "--aligned")
     assert r.returncode == 2, r.stderr[-2000:]
     no_traceback(r)
     assert "ema.safetensors is damaged" in r.stderr and "cut short" in r.stderr
@@ -326,19 +339,19 @@ def test_linked_folders_are_followed_loops_are_rows_and_own_output_is_not_input(
 
 
 # --- tracebacks that are now messages -------------------------------------------------------
-def test_bad_numbers_and_presets_are_refused_before_anything_runs(tmp_path):
+def test_bad_numbers_and_presets_are_refused_before_anything_runs(tmp_path, capsys):
     cur = tmp_path / "cur"
     cur.mkdir()
     for args, needle in ((["--seed", str(2 ** 64 + 1)], "below 2^63"),
                          (["--shard-mb", "nan"], "finite number above 0"),
                          (["--shard-mb", "0"], "finite number above 0")):
-        r = stc("degrade", str(cur), "--out", str(tmp_path / "p"), *args, timeout=120)
+        r = cli(capsys, "degrade", str(cur), "--out", str(tmp_path / "p"), *args)
         assert r.returncode == 2 and needle in r.stderr, (args, r.stderr[-1500:])
         no_traceback(r)
-    r = stc("curate", "--print-config", "--set", "encode.preset=veryfst", timeout=120)
+    r = cli(capsys, "curate", "--print-config", "--set", "encode.preset=veryfst")
     assert r.returncode == 2 and "encode.preset: 'veryfst' is not one of" in r.stderr, r.stderr
     no_traceback(r)
-    r = stc("degrade", "--print-config", "--set", "steps.0.bfvr.preset=quick", timeout=120)
+    r = cli(capsys, "degrade", "--print-config", "--set", "steps.0.bfvr.preset=quick")
     assert r.returncode == 2 and "'quick' is not one of" in r.stderr, r.stderr[-1500:]
     no_traceback(r)
 
@@ -363,7 +376,7 @@ def test_a_ray_out_of_memory_kill_is_a_message_and_a_crash_report(tmp_path):
     assert "Traceback" in reports[0].read_text()      # the details are kept for a bug report
 
 
-def test_an_unreachable_object_store_is_one_paragraph(tmp_path):
+def test_an_unreachable_object_store_is_one_paragraph(tmp_path, capsys, monkeypatch):
     import os
     import socket
 
@@ -371,9 +384,15 @@ def test_an_unreachable_object_store_is_one_paragraph(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     clip = noise_video(tmp_path / "in" / "a.mp4", frames=8, size=32)
-    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
-           "AWS_SECRET_ACCESS_KEY": "y", "AWS_MAX_ATTEMPTS": "1", "STC_LOG_DIR": str(tmp_path / "logs")}
-    r = stc("curate", str(clip), "--out", "s3://bucket/out", "--config", "fast", env=env)
+    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
+                 "AWS_SECRET_ACCESS_KEY": "y", "AWS_MAX_ATTEMPTS": "1",
+                 "STC_LOG_DIR": str(tmp_path / "logs")}.items():
+        monkeypatch.setenv(k, v)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()    # fsspec keeps file systems made for moto
+    r = cli(capsys, "curate", str(clip), "--out", "s3://bucket/out", "--config", "fast",
+            "--workers", "1")
     assert r.returncode == 1, r.stderr[-2000:]
     no_traceback(r)
     assert "cannot reach the object storage" in r.stderr and "resume" in r.stderr
@@ -381,7 +400,7 @@ def test_an_unreachable_object_store_is_one_paragraph(tmp_path):
 
 
 # --- a manifest still being written is not read as finished ---------------------------------
-def test_degrade_refuses_a_curation_run_in_progress(tmp_path):
+def test_degrade_refuses_a_curation_run_in_progress(tmp_path, capsys):
     from stc.core.fs import OutputLock
     from stc.manifests.io import ManifestWriter
 
@@ -393,8 +412,8 @@ def test_degrade_refuses_a_curation_run_in_progress(tmp_path):
                "clip_path": "clips/c.mp4", "shot_index": 0, "track_index": 0, "start_frame": 0,
                "end_frame": 16, "clip_size": 64, "clip_num_frames": 16, "clip_fps": 25.0})
     with OutputLock(cur, "stc curate raw --out cur"):        # the curation run, still going
-        r = stc("degrade", str(cur), "--out", str(tmp_path / "pairs"), "--window", "8",
-                "--size", "64", "--workers", "1", "--num-cpus", "1", timeout=180)
+        r = cli(capsys, "degrade", str(cur), "--out", str(tmp_path / "pairs"), "--window", "8",
+                "--size", "64", "--workers", "1", "--num-cpus", "1")
     assert r.returncode == 2, r.stderr[-2000:]
     no_traceback(r)
     assert "still being written" in r.stderr and "stc curate raw --out cur" in r.stderr
