@@ -321,7 +321,7 @@ def source_figure(sources: list[Mapping[str, Any]], title: str) -> Figure | None
                Rectangle((0, 0), 1, 1, fc=STATUS_COLOR["rejected"], label="rejected clip"),
                Rectangle((0, 0), 1, 1, fc=TURNED_COLOR, label="turned run, cut out"),
                Rectangle((0, 0), 1, 1, fc="none", ec=TURNED_COLOR, hatch="////",
-                         label="short turned run, kept"),
+                         label="turned run left in (short, or the clip went as side_face)"),
                Line2D([], [], color=VERDICT_STYLE["text"][0], lw=1.2, label="frame with text"),
                Line2D([], [], color=IDENTITY_COLOR, lw=1.0, ls="--", label="face became another person")]
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 1 - 0.25 / fig.get_figheight()),

@@ -406,7 +406,10 @@ def _text_summary(text: Mapping[str, Any] | None) -> dict[str, Any]:
     verdicts: dict[str, int] = {}
     for b in boxes:
         verdicts[b.get("verdict", "?")] = verdicts.get(b.get("verdict", "?"), 0) + 1
-    read = sorted({b.get("text") or "" for b in boxes if b.get("verdict") == "text"} - {""})
+    # What the recogniser read on the boxes judged text by reading (a static box's reading
+    # is whatever the recogniser made of a script it does not know).
+    read = sorted({b.get("text") or "" for b in boxes
+                   if b.get("verdict") == "text" and b.get("by") != "static"} - {""})
     static = sum(1 for b in boxes if b.get("verdict") == "text" and b.get("by") == "static")
     return {"verdicts": verdicts, "read": read[:6], "static": static,
             "text_frames": sorted({int(b["frame"]) for b in boxes if b.get("verdict") == "text"})}

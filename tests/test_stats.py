@@ -304,3 +304,80 @@ def test_empty_manifest_still_reports(tmp_path):
     assert s["clips"]["metrics"]["motion_intensity"]["summary"] == {"n": 0}
     assert files["overview"].stat().st_size > 0
     assert not math.isnan(s["clips"]["kept_hours"])
+
+
+def test_review_page_shows_each_sources_evidence(tmp_path):
+    """Per source: transitions (type, span) from shots/<id>.json, identities, turned runs,
+    quality figures and the text boxes behind each decision, in summary.json, the HTML
+    table and the timeline figure."""
+    from PIL import Image
+
+    sid = "raw-0123456789"
+    base = {"source_id": sid, "source_path": f"/nonexistent/{sid}.mp4", "source": "raw",
+            "fps": 25.0, "num_frames": 300, "width": 1280, "height": 720}
+    text = {"frames": [110, 130, 150], "boxes": [
+        {"frame": f, "poly": [[500, 600], [780, 600], [780, 640], [500, 640]], "det": 0.8,
+         "text": "", "rec": 0.0, "strokes": 11.2, "verdict": "text", "by": "static"}
+        for f in (110, 130, 150)] + [
+        {"frame": 110, "poly": [[60, 40], [160, 40], [160, 70], [60, 70]], "det": 0.9,
+         "text": "NEWS 24", "rec": 0.99, "strokes": 12.0, "verdict": "text", "by": "read"}]}
+    turned = [{"start": 37, "end": 60, "frames": [48], "why": ["side"], "trimmed": True}]
+    rows = [
+        {**base, "clip_id": f"{sid}_s000_t00_00", "status": "kept", "reason": "kept", "message": "",
+         "shot_index": 0, "track_index": 0, "start_frame": 0, "end_frame": 37,
+         "clip_path": "clips/a.mp4", "effective_resolution": 206.0, "sharpness": 0.13,
+         "blockiness": 1.1, "quality_frames": 3, "turned_frames": 0, "turned_runs": json.dumps(turned),
+         "person_id": f"{sid}_p00"},
+        {**base, "clip_id": f"{sid}_s000_t00_01", "status": "kept", "reason": "kept", "message": "",
+         "shot_index": 0, "track_index": 0, "start_frame": 60, "end_frame": 100,
+         "clip_path": "clips/b.mp4", "effective_resolution": 172.0, "sharpness": 0.12,
+         "blockiness": 1.3, "quality_frames": 3, "turned_frames": 0, "turned_runs": json.dumps(turned),
+         "person_id": f"{sid}_p00"},
+        {**base, "clip_id": f"{sid}_s001_t00_00", "status": "rejected", "reason": "text",
+         "message": "text", "shot_index": 1, "track_index": 0, "start_frame": 115, "end_frame": 160,
+         "effective_resolution": 190.0, "sharpness": 0.11, "blockiness": 0.9, "quality_frames": 3,
+         "text_evidence": json.dumps(text), "turned_runs": "[]", "person_id": f"{sid}_p01"},
+        {**base, "clip_id": f"{sid}_s002_t00_00", "status": "rejected", "reason": "blurry",
+         "message": "blurry", "shot_index": 2, "track_index": 0, "start_frame": 175, "end_frame": 300,
+         "effective_resolution": 150.0, "sharpness": 0.04, "blockiness": 0.3, "quality_frames": 4,
+         "turned_runs": "[]", "person_id": f"{sid}_p00"},
+    ]
+    known = set(CLIP_SCHEMA.arrow.names)
+    out = tmp_path / "cur"
+    with ManifestWriter(out / "manifest.parquet", CLIP_SCHEMA) as w:
+        for r in rows:
+            w.add({k: v for k, v in r.items() if k in known})
+    (out / "curate_config.yaml").write_text(yaml.safe_dump(to_dict(CurateConfig.load(None))))
+    (out / "shots").mkdir()
+    (out / "shots" / f"{sid}.json").write_text(json.dumps({
+        "source_id": sid, "num_frames": 300, "fps": 25.0,
+        "shots": [[0, 100, None], [115, 160, 0.9], [175, 300, 0.8]],
+        "transitions": [{"type": "dissolve", "start": 100, "end": 115, "score": 0.9},
+                        {"type": "fade", "start": 160, "end": 175, "score": 0.8}]}))
+    s, files = run_stats(out, tmp_path / "report")
+
+    src = next(x for x in s["review"]["sources"] if x["source_id"] == sid)
+    assert src["transitions"] == [{"type": "dissolve", "start": 100, "end": 115},
+                                  {"type": "fade", "start": 160, "end": 175}]
+    assert src["shots"] == [[0, 100], [115, 160], [175, 300]]
+    clips = {c["clip_id"]: c for c in src["clips"]}
+    assert [c["start_frame"] for c in src["clips"]] == [0, 60, 115, 175]
+    first = clips[f"{sid}_s000_t00_00"]
+    assert first["turned_runs"] == turned and first["effective_resolution"] == 206.0
+    txt = clips[f"{sid}_s001_t00_00"]["text"]
+    assert txt["verdicts"] == {"text": 4} and txt["read"] == ["NEWS 24"] and txt["static"] == 3
+    assert txt["text_frames"] == [110, 130, 150]
+    if "person_id" in known:
+        assert {c["person_id"] for c in src["clips"]} == {f"{sid}_p00", f"{sid}_p01"}
+
+    html = (tmp_path / "report" / "report.html").read_text()
+    for needle in ("dissolve 100-115", "fade 160-175", "37-60 cut", "NEWS 24",
+                   "+3 unread at one place", "rejected/blurry", "206 / 0.13 / 1.1"):
+        assert needle in html, needle
+    # The timeline: the transitions in their colour over the shot lane, the cut-out turned
+    # run in orange, kept and rejected clips in green and red.
+    with Image.open(files["review_sources"]) as im:
+        px = np.asarray(im.convert("RGB")).reshape(-1, 3).astype(int)
+    for color in ("#8e24aa", "#ff9100", "#43a047", "#e53935"):
+        rgb = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(px - rgb).sum(axis=1) < 30).sum() > 100, color
