@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from stc.core import storage
 from stc.core.fs import OutsideRoot, atomic_path, within
+from stc.core.paths import allowed_path
 from stc.core.names import CLIP_MANIFEST
 from stc.core.storage import Location
 from stc.manifests.schema import ManifestError, ManifestSchema
@@ -443,18 +444,16 @@ class ManifestPaths:
         self._listed: dict[str, set[str]] = {}
 
     def __call__(self, text: str) -> Location:
-        inside = within(self.root, text)
-        if inside is not None:
-            return storage.join(self.root, text) if storage.is_url(self.root) else Path(self.root) / text
-        if self.allow_outside:
-            return text if storage.is_url(text) else Path(self.root) / text
-        for r in self.roots:
-            target = within(r, text)
-            if target is not None and str(target) in self._vouched(r):
-                return target
-        raise OutsideRoot(
-            f"{self.what} {text!r} in {self.manifest} leads outside {self.root}; refused, nothing "
-            "was read. Give --allow-outside if this manifest names files elsewhere on purpose")
+        try:
+            # The one path policy (core.paths): resolved, inside the manifest's folder.
+            return allowed_path(text, [self.root], what=self.what, where=self.manifest,
+                                allow_outside=self.allow_outside)
+        except OutsideRoot:
+            for r in self.roots:
+                target = within(r, text)
+                if target is not None and str(target) in self._vouched(r):
+                    return target
+            raise
 
     def _vouched(self, root: str) -> set[str]:
         """The resolved clip paths the curated manifest in `root` lists."""
