@@ -79,6 +79,17 @@ def _add_ray_train(p: argparse.ArgumentParser) -> None:
     ray.add_argument("--cpus-per-worker", type=positive_int, default=None)
 
 
+def refuse_url_out(out: str | None, command: str) -> None:
+    """A run folder is a local or mounted path: TensorBoard, the log and the trainer's own
+    checkpoints are files. Object storage is for Ray Train's checkpoints (--storage)."""
+    if out and storage.is_url(out):
+        raise ConfigError(
+            f"{command} --out {out}: a training run folder must be a local or mounted path "
+            "(checkpoints, TensorBoard and the log are written there as files); nothing was "
+            "written. To keep checkpoints on object storage, train under Ray Train with "
+            f"--workers N --storage {out} and a local --out")
+
+
 def _add_stage1(stages) -> None:
     p = stages.add_parser("stage1", help="3D-VQGAN with spatial-temporal codebooks (Stage I)",
                           description="Train the Stage I HQ auto-encoder and its codebooks.")
@@ -93,6 +104,11 @@ def _add_stage1(stages) -> None:
     p.add_argument("--dinov2", default=None,
                    help="DINOv2 backbone for the discriminator (local folder or hub id); "
                         "overrides discriminator.backbone")
+    p.add_argument("--storage", default=None,
+                   help="with --workers: where Ray Train keeps the checkpoints it is given, a "
+                        "folder or a URL (s3://bucket/prefix, gs://...); a worker or node that "
+                        "dies resumes from there, and so does a rerun on another machine "
+                        "(default: RUN/ray)")
     p.set_defaults(func=run_stage1)
 
 
@@ -123,6 +139,10 @@ def run_stage1(args: argparse.Namespace) -> int:
         print_config(to_dict(_stage1_config(args)))
         return 0
     require(args, "stc train stage1", "manifest", "out")
+    refuse_url_out(args.out, "stc train stage1")
+    if args.storage and not args.workers:
+        raise ConfigError("stc train stage1 --storage needs --workers N: it is where Ray Train "
+                          "keeps its checkpoints (one process writes them to --out only)")
     expect_folder(args.manifest, CURATED, "stc train stage1 --manifest")
     storage.require_finished(storage.parent(locate_manifest(args.manifest)), "stc train stage1")
     expect_folder(args.out, STAGE1, "stc train stage1 --out", "a new folder or a Stage I run")
@@ -139,7 +159,7 @@ def run_stage1(args: argparse.Namespace) -> int:
             train_stage1_ray(cfg, args.manifest, args.out, workers=args.workers, gpu=args.gpu,
                              max_steps=args.max_steps, cpus_per_worker=args.cpus_per_worker,
                              address=args.address, num_cpus=args.num_cpus,
-                             allow_outside=args.allow_outside)
+                             allow_outside=args.allow_outside, storage_path=args.storage)
     else:
         from stc.model.stage1.trainer import Stage1Trainer
 
@@ -221,6 +241,7 @@ def run_stage2(args: argparse.Namespace) -> int:
         print_config(to_dict(cfg))
         return 0
     require(args, "stc train stage2", "curriculum", "stage1", "out")
+    refuse_url_out(args.out, "stc train stage2")
     expect_folder(args.stage1, STAGE1, "stc train stage2 --stage1")
     expect_folder(args.out, (STAGE2,), "stc train stage2 --out", "a new folder or a Stage II run")
     if args.manifest:

@@ -256,11 +256,15 @@ def _ray_worker_loop(config: dict[str, Any]) -> None:
 def train_stage1_ray(cfg: Stage1Config, manifest: str | Path, run_dir: str | Path,
                      workers: int = 1, gpu: bool = False, max_steps: int | None = None,
                      cpus_per_worker: int | None = None, address: str | None = None,
-                     num_cpus: int | None = None, allow_outside: bool = False) -> dict[str, Any]:
-    """Run Stage I with `workers` Ray Train workers; returns the last logged metrics."""
+                     num_cpus: int | None = None, allow_outside: bool = False,
+                     storage_path: str | None = None) -> dict[str, Any]:
+    """Run Stage I with `workers` Ray Train workers, checkpoints reported to `storage_path` (a
+    folder or an fsspec URL; default RUN/ray); returns the last logged metrics."""
     where = storage.location(manifest)       # a URL (s3://...) is passed as it is
     config = {"cfg": to_dict(cfg), "manifest": str(where.resolve() if isinstance(where, Path) else where),
               "run_dir": str(Path(run_dir).resolve()), "max_steps": max_steps,
               "allow_outside": allow_outside}
-    return fit(_ray_worker_loop, config, run_dir, "stage1", workers, gpu, cpus_per_worker,
-               address, num_cpus)
+    # On a storage shared by several runs, each run's checkpoints go under its folder's name.
+    name = "stage1" if storage_path is None else f"stage1-{Path(run_dir).resolve().name}"
+    return fit(_ray_worker_loop, config, run_dir, name, workers, gpu, cpus_per_worker,
+               address, num_cpus, storage=storage_path)
