@@ -17,6 +17,14 @@ cluster sizes from. Rows of the 1- and 2-node runs are compared: they must be id
 
 Prints one JSON object (and writes it to --out). The load average before and after is
 recorded: on a machine shared with other work the 2-worker numbers are lower bounds.
+
+`driver`: the driver's own CPU seconds per input on the 2-node cluster, today's driver
+against the one before issue 27 (commit 4630147, the last before workers wrote their own
+parts), in the same run: `benchmarks/driver_harness.py` runs the same pipeline declaration
+(a near-free worker returning three curate-shaped rows per input) once with each tree on
+PYTHONPATH (the baseline from a `git worktree` of that commit, mapped into the `stc`
+namespace the way pyproject.toml maps this tree), alternating, median kept.
+`--driver-only` runs just that part.
 """
 
 from __future__ import annotations
@@ -107,6 +115,49 @@ def same_rows(a: Path, b: Path, kind: str) -> bool:
         read_manifest(b / "pairs.parquet", PAIRS_SCHEMA).drop(columns=drop))
 
 
+BASE_COMMIT = "4630147"
+HARNESS = ROOT / "benchmarks" / "driver_harness.py"
+PACKAGES = ("core", "manifests", "curation", "degrade", "model", "audit", "pipelines")
+
+
+def baseline_tree(where: Path) -> Path:
+    """A PYTHONPATH entry whose `stc.*` packages are those of BASE_COMMIT."""
+    tree, ns = where / "tree", where / "ns"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree),
+                        BASE_COMMIT], check=True, capture_output=True)
+    (ns / "stc").mkdir(parents=True, exist_ok=True)
+    for pkg in PACKAGES:
+        link = ns / "stc" / pkg
+        if not link.exists():
+            link.symlink_to(tree / pkg)
+    return ns
+
+
+def driver_cost(address: str, inputs: int, repeat: int, tmp: Path, base: Path) -> dict:
+    runs: dict[str, list[dict]] = {"before": [], "now": []}
+    for rep in range(repeat):
+        for name, path in (("before", str(base)), ("now", "")):
+            env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": path}
+            r = subprocess.run([sys.executable, str(HARNESS), "--address", address, "--inputs",
+                                str(inputs), "--out", str(tmp / f"driver-{name}-{rep}")],
+                               capture_output=True, text=True, env=env, cwd="/")
+            if r.returncode != 0:
+                raise RuntimeError(f"driver harness ({name}) failed:\n{r.stderr[-3000:]}")
+            runs[name].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    pick = {k: sorted(v, key=lambda x: x["driver_cpu_seconds"])[len(v) // 2] for k, v in runs.items()}
+    from stc.manifests.clips import CLIP_SCHEMA
+    from stc.manifests.io import read_manifest
+
+    same = read_manifest(tmp / "driver-before-0" / "manifest.parquet", CLIP_SCHEMA).equals(
+        read_manifest(tmp / "driver-now-0" / "manifest.parquet", CLIP_SCHEMA))
+    return {"inputs": inputs, "before": pick["before"], "now": pick["now"],
+            "repeats": {k: [x["driver_cpu_ms_per_input"] for x in v] for k, v in runs.items()},
+            "driver_cpu_per_input_ratio": round(pick["before"]["driver_cpu_seconds"]
+                                                / pick["now"]["driver_cpu_seconds"], 2),
+            "same_manifest": same}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("videos", nargs="?", default=str(DEFAULT_VIDEOS))
@@ -117,10 +168,31 @@ def main() -> None:
     ap.add_argument("--max-windows", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2, help="runs of each setting (median kept)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
+    ap.add_argument("--driver-inputs", type=int, default=600)
+    ap.add_argument("--driver-only", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="stc-scaling-"))
+    base = baseline_tree(Path(tempfile.gettempdir()) / "stc-scaling-base")
+    if args.driver_only:
+        from ray.cluster_utils import Cluster
+
+        node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 100 << 20}
+        pair = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+        try:
+            pair.add_node(**node)
+            pair.wait_for_nodes()
+            result = {"benchmark": "scaling (driver only)",
+                      "load_avg_1m_before": round(load_before[0], 2),
+                      "driver": driver_cost(pair.address, args.driver_inputs, args.repeat, tmp, base)}
+        finally:
+            pair.shutdown()
+        result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+        result["meets_goal"] = result["driver"]["driver_cpu_per_input_ratio"] >= 5
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(json.dumps(result, indent=2))
+        return
     raw: dict[str, dict[str, list[dict]]] = {"curate": {}, "degrade": {}}
 
     def both(name: str, ray: list[str], rep: int) -> None:
@@ -148,6 +220,7 @@ def main() -> None:
         for rep in range(args.repeat):
             both("1_node", ["--address", head.address], rep)
             both("2_nodes", ["--address", pair.address], rep)
+        driver = driver_cost(pair.address, args.driver_inputs, args.repeat, tmp, base)
     finally:
         pair.shutdown()
         head.shutdown()
@@ -184,6 +257,7 @@ def main() -> None:
             "degrade": same_rows(tmp / "1_node-0" / "pairs", tmp / "2_nodes-0" / "pairs", "pairs"),
         },
         "goal_efficiency": 0.8,
+        "driver": driver,
     }
     result["meets_goal"] = all(v >= 0.8 for v in result["efficiency"].values())
     shutil.rmtree(tmp, ignore_errors=True)
