@@ -30,6 +30,7 @@ COMMANDS = [
     "stc.pipelines.split",
     "stc.pipelines.degrade",
     "stc.pipelines.train",
+    "stc.pipelines.weights",
     "stc.pipelines.enhance",
     "stc.pipelines.evaluate",
     "stc.pipelines.stats",
@@ -75,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
             "no crash report could be written"
         print(f"stc {args.command}: error: {what}\n  {where}", file=sys.stderr)
         return 1
-
 
 
 def _version() -> str:

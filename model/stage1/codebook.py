@@ -141,8 +141,10 @@ def _flat(z: torch.Tensor) -> torch.Tensor:
 
 
 def _unflat(flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    # contiguous: a permuted view would be channels-last, and the decoder's convolutions and
+    # GroupNorms would then run (slower, and less accurately in fp32) in that layout.
     b, c, t, h, w = like.shape
-    return flat.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+    return flat.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3).contiguous()
 
 
 class SpatialTemporalQuantizer(nn.Module):
@@ -187,6 +189,6 @@ class SpatialTemporalQuantizer(nn.Module):
 
     def lookup(self, indices_s: torch.Tensor, indices_t: torch.Tensor) -> torch.Tensor:
         """Fused quantised latents [B, D, t, h, w] from code indices [B, t, h, w]."""
-        q_s = self.codebook_s.embed(indices_s).permute(0, 4, 1, 2, 3)
-        q_t = self.codebook_t.embed(indices_t).permute(0, 4, 1, 2, 3)
+        q_s = self.codebook_s.embed(indices_s).permute(0, 4, 1, 2, 3).contiguous()
+        q_t = self.codebook_t.embed(indices_t).permute(0, 4, 1, 2, 3).contiguous()
         return self.fuse(q_s, q_t)

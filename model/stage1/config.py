@@ -57,6 +57,27 @@ class ModelConfig:
     temporal_window: int = 1
     # [paper Eq. 5, Table 4(b)] addition; "conv" (concatenate + 1x1x1 conv) is an ablation.
     fusion: Literal["add", "conv"] = "add"
+    # --- Wiring. The defaults are stc's; the `stage1` preset sets the values of the authors'
+    # VQAutoEncoder3D (basicsr/archs/vqgan3D_arch.py), so their released weights load.
+    # Padding of the spatial-temporal strided conv: "symmetric" (one on every side: the
+    # sampling grid is centred on the clip) or "after" (one zero after the end of T, H and W
+    # only, [authors Downsample]).
+    temporal_down_padding: Literal["symmetric", "after"] = "symmetric"
+    # Temporal extent of the kernel of the spatial-only down-sampling: 3 lets it see the
+    # neighbouring frames; [authors Downsample2D] 1, a (1, 3, 3) kernel.
+    spatial_down_kernel_t: int = 3
+    # "mirror": decoder level i at encoder level i's resolution; "shifted": level i at level
+    # i + 1's, upsampling after it ([authors Generator]). See Decoder3D.
+    decoder_levels: Literal["mirror", "shifted"] = "mirror"
+    # SiLU between the last GroupNorm and the last conv of E_h and D_h (the VQGAN of Esser et
+    # al. has it); [authors] none.
+    out_activation: bool = True
+    # Pixel range at the network's ends: "signed" [-1, 1] with a linear output, or "unit"
+    # [0, 1] in and one sigmoid out ([authors] infer_bfvr.py feeds /255, the Generator ends
+    # in nn.Sigmoid). stc's callers always pass and receive [-1, 1]; VQGAN3D converts.
+    pixel_range: Literal["signed", "unit"] = "signed"
+    # GroupNorm groups of the temporal attention TA; null = norm_groups. [authors SA2] 16.
+    ta_norm_groups: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.temporal_down) != len(self.channel_mult) - 1:
@@ -68,6 +89,8 @@ class ModelConfig:
             raise ValueError(f"attn_levels {bad} outside 0..{len(self.channel_mult) - 1}")
         if self.temporal_window < 1:
             raise ValueError("temporal_window must be >= 1")
+        if self.spatial_down_kernel_t not in (1, 3):
+            raise ValueError("spatial_down_kernel_t must be 1 or 3")
 
     @property
     def spatial_factor(self) -> int:
@@ -205,7 +228,8 @@ def load_stage1_config(name_or_file: str | Path | None = None) -> Stage1Config:
 # Ranges checked whenever a Stage I config is loaded (stc.core.config.checks): a zero size or
 # a negative learning rate is a load-time error naming the key, not a crash hours in.
 checks(ModelConfig, at_least(1, "in_channels", "base_channels", "channel_mult", "num_res_blocks",
-                             "latent_dim", "norm_groups", "codebook_size_s", "codebook_size_t"),
+                             "latent_dim", "norm_groups", "codebook_size_s", "codebook_size_t",
+                             "ta_norm_groups"),
        at_least(0, "beta", "attn_levels"))
 checks(DataConfig, at_least(1, "num_frames", "size", "val_windows"), fraction("val_fraction"),
        at_least(0, "num_workers"))

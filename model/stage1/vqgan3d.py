@@ -64,13 +64,25 @@ class SelfAttention3D(nn.Module):
 
 
 class Downsample3D(nn.Module):
-    """Strided 3x3x3 convolution: halves H, W and, when `temporal`, T."""
+    """Strided convolution: halves H, W and, when `temporal`, T.
 
-    def __init__(self, ch: int, temporal: bool):
+    Spatial-temporal: a 3x3x3 kernel, stride 2, padded by one on both sides (`pad_after`
+    False) or by one zero after the end of T, H and W only (`pad_after`, the authors'
+    Downsample). Spatial-only: a kt x 3 x 3 kernel, stride (1, 2, 2), padding (kt // 2, 1, 1).
+    """
+
+    def __init__(self, ch: int, temporal: bool, kernel_t: int = 3, pad_after: bool = False):
         super().__init__()
-        self.conv = nn.Conv3d(ch, ch, 3, stride=(2 if temporal else 1, 2, 2), padding=1)
+        self.pad_after = temporal and pad_after
+        if temporal:
+            self.conv = nn.Conv3d(ch, ch, 3, stride=2, padding=0 if self.pad_after else 1)
+        else:
+            self.conv = nn.Conv3d(ch, ch, (kernel_t, 3, 3), stride=(1, 2, 2),
+                                  padding=(kernel_t // 2, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_after:
+            x = F.pad(x, (0, 1, 0, 1, 0, 1))
         return self.conv(x)
 
 
@@ -90,8 +102,15 @@ def _mid(ch: int, groups: int) -> list[nn.Module]:
     return [ResBlock3D(ch, ch, groups), SelfAttention3D(ch, groups), ResBlock3D(ch, ch, groups)]
 
 
+def _out_norm(ch: int, cfg: ModelConfig) -> list[nn.Module]:
+    return [group_norm(ch, cfg.norm_groups)] + ([nn.SiLU()] if cfg.out_activation else [])
+
+
 class Encoder3D(nn.Module):
-    """E_h: video [B, 3, T, H, W] -> latents z [B, D, T/2, H/8, W/8] (default layout)."""
+    """E_h: video [B, 3, T, H, W] -> latents z [B, D, T/2, H/8, W/8] (default layout).
+
+    Works in the network's own pixel range (`ModelConfig.pixel_range`); `VQGAN3D.encode`
+    converts from stc's [-1, 1]."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -106,9 +125,10 @@ class Encoder3D(nn.Module):
                 if level in cfg.attn_levels:
                     blocks.append(SelfAttention3D(ch, g))
             if level < len(chs) - 1:
-                blocks.append(Downsample3D(ch, cfg.temporal_down[level]))
+                blocks.append(Downsample3D(ch, cfg.temporal_down[level], cfg.spatial_down_kernel_t,
+                                           cfg.temporal_down_padding == "after"))
         blocks += _mid(ch, g)
-        blocks += [group_norm(ch, g), nn.SiLU(), nn.Conv3d(ch, cfg.latent_dim, 3, padding=1)]
+        blocks += _out_norm(ch, cfg) + [nn.Conv3d(ch, cfg.latent_dim, 3, padding=1)]
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,29 +136,44 @@ class Encoder3D(nn.Module):
 
 
 class Decoder3D(nn.Module):
-    """D_h: (quantised) latents [B, D, t, h, w] -> video [B, 3, T, H, W] in [-1, 1] (unclamped)."""
+    """D_h: (quantised) latents [B, D, t, h, w] -> video [B, 3, T, H, W], unclamped in the
+    network's own pixel range (a sigmoid ends it when `pixel_range` is "unit").
+
+    `decoder_levels` "mirror": level i runs at encoder level i's resolution and upsamples
+    before level i - 1. "shifted" (the authors' Generator): level i runs at the resolution
+    of level i + 1 and upsamples after itself, so the two coarsest levels both run at the
+    latent resolution and the last upsampling feeds the output convolution directly.
+    Attention follows the resolution: a level attends when its resolution is one of
+    `attn_levels`'."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         g = cfg.norm_groups
         chs = [cfg.base_channels * m for m in cfg.channel_mult]
+        last = len(chs) - 1
+        shifted = cfg.decoder_levels == "shifted"
         ch = chs[-1]
         blocks: list[nn.Module] = [nn.Conv3d(cfg.latent_dim, ch, 3, padding=1)]
         blocks += _mid(ch, g)
         for level in reversed(range(len(chs))):
+            res_level = min(level + 1, last) if shifted else level
             for _ in range(cfg.num_res_blocks):
                 blocks.append(ResBlock3D(ch, chs[level], g))
                 ch = chs[level]
-                if level in cfg.attn_levels:
+                if res_level in cfg.attn_levels:
                     blocks.append(SelfAttention3D(ch, g))
-            if level > 0:
-                blocks.append(Upsample3D(ch, cfg.temporal_down[level - 1]))
-        blocks += [group_norm(ch, g), nn.SiLU()]
+            # the up-sampling that undoes down-sampling step j is temporal iff step j was
+            step = (level if level < last else None) if shifted else (level - 1 if level else None)
+            if step is not None:
+                blocks.append(Upsample3D(ch, cfg.temporal_down[step]))
+        blocks += _out_norm(ch, cfg)
         self.blocks = nn.Sequential(*blocks)
         self.conv_out = nn.Conv3d(ch, cfg.in_channels, 3, padding=1)
+        self.sigmoid = cfg.pixel_range == "unit"
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(self.blocks(z))
+        out = self.conv_out(self.blocks(z))
+        return torch.sigmoid(out) if self.sigmoid else out
 
 
 class VQGAN3D(nn.Module):
@@ -156,7 +191,8 @@ class VQGAN3D(nn.Module):
         self.encoder = Encoder3D(cfg)
         self.quantizer = SpatialTemporalQuantizer(
             cfg.latent_dim, cfg.codebook_size_s, cfg.codebook_size_t, beta=cfg.beta,
-            window=cfg.temporal_window, fusion=cfg.fusion, norm_groups=cfg.norm_groups)
+            window=cfg.temporal_window, fusion=cfg.fusion,
+            norm_groups=cfg.ta_norm_groups or cfg.norm_groups)
         self.decoder = Decoder3D(cfg)
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -168,15 +204,24 @@ class VQGAN3D(nn.Module):
             raise ValueError(f"input {t}x{h}x{w} (T x H x W): H and W must be divisible by {s} "
                              f"and T by {tf}")
 
+    def to_native(self, x: torch.Tensor) -> torch.Tensor:
+        """stc's pixel range [-1, 1] -> the network's own (`ModelConfig.pixel_range`)."""
+        return (x + 1) * 0.5 if self.cfg.pixel_range == "unit" else x
+
+    def from_native(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 - 1 if self.cfg.pixel_range == "unit" else x
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Video [B, 3, T, H, W] in [-1, 1] -> latents."""
         self.check_input(x)
-        return self.encoder(x)
+        return self.encoder(self.to_native(x))
 
     def quantize(self, z: torch.Tensor) -> Quantized:
         return self.quantizer(z)
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z_q)
+        """Latents -> video in [-1, 1] (unclamped)."""
+        return self.from_native(self.decoder(z_q))
 
     def lookup(self, indices_s: torch.Tensor, indices_t: torch.Tensor) -> torch.Tensor:
         return self.quantizer.lookup(indices_s, indices_t)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from stc.core.config import Rule, at_least, checks, fraction, in_range, load_config, positive
 from stc.model.stage1.config import ModelConfig, TrainConfig
@@ -35,6 +36,24 @@ class TransformerConfig:
     heads: int = 8
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    # What one attention sequence is: "clip" (all t*h*w tokens of a clip: attention across
+    # time too) or "frame" (the h*w tokens of one latent frame; [authors CodeFormer3D]).
+    attention: Literal["clip", "frame"] = "clip"
+    # Where the learned position embedding goes: "input" (added once to the tokens) or "qk"
+    # (added to the queries and keys of every layer, not the values; [authors]).
+    position: Literal["input", "qk"] = "input"
+    # A linear projection D -> width before the first layer ([authors] none: width = D).
+    proj_in: bool = True
+    # The motion residual in the temporal branch's input TA(z_l) + R(z_l):
+    #   "difference"      R = z_t - z_{t-1}, the adjacent-frame residual of Eq. 3, the same
+    #                     one Stage I's quantiser computes for its targets (stc's default:
+    #                     the branch then sees at inference what Stage I's temporal codes
+    #                     were built from);
+    #   "authors_layout"  what the authors' Stage II forward computes: the difference taken
+    #                     on a (C, B, t, h, w) buffer viewed as t rows, so its rows mix
+    #                     channels of several frames (fixture README Sec. 3, step 3). Only
+    #                     for running their released weights as they were trained.
+    motion_residual: Literal["difference", "authors_layout"] = "difference"
 
 
 @dataclass
@@ -70,10 +89,15 @@ class Stage2OptimConfig:
     # decay_gamma at these fractions of the curriculum step's iterations.
     decay_at: tuple[float, ...] = (0.5, 0.75)
     decay_gamma: float = 0.5             # [stc] BasicSR's usual MultiStepLR gamma
+    # MultiStepLR milestones in optimiser steps of a curriculum step (BasicSR's `milestones`),
+    # in addition to `decay_at`. [authors CodeFormer_stage2_bfvr_2.yml] [20000, 35000].
+    decay_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
+        if any(m < 1 for m in self.decay_steps):
+            raise ValueError(f"decay_steps {list(self.decay_steps)}: steps >= 1")
         if any(not 0 < f < 1 for f in self.decay_at):
             raise ValueError(f"decay_at {list(self.decay_at)}: fractions strictly between 0 and 1")
         if not 0 < self.decay_gamma <= 1:

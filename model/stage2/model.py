@@ -47,6 +47,21 @@ class Targets(NamedTuple):
     indices_t: torch.Tensor
 
 
+def authors_layout_residual(z: torch.Tensor) -> torch.Tensor:
+    """The "motion residual" of the authors' Stage II forward, reproduced for their weights.
+
+    z [B, C, t, h, w] is permuted to a contiguous (C, B, t, h, w) buffer, viewed as t rows of
+    C*B*h*w values, each row i >= 1 replaced by row i - row (i - 1) and row 0 by zeros, and the
+    buffer viewed back as (t, B, h, w, C). A row is therefore not a frame (for B = 1, t = 2 row
+    0 holds channels 0..C/2-1 of both frames), so this is not a frame difference; stc's
+    default ("difference") is the true z_t - z_{t-1} of Eq. 3. Returned as [B, C, t, h, w].
+    """
+    b, c, t, h, w = z.shape
+    rows = z.permute(1, 0, 2, 3, 4).contiguous().view(t, -1)
+    diff = torch.cat([torch.zeros_like(rows[:1]), rows[1:] - rows[:-1]], dim=0)
+    return diff.view(t, b, h, w, c).permute(1, 4, 0, 2, 3)
+
+
 class Stage2Model(nn.Module):
     def __init__(self, cfg: Stage2Config, vqgan: VQGAN3D | None = None):
         super().__init__()
@@ -68,11 +83,22 @@ class Stage2Model(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if not n.startswith("vqgan.")]
 
+    def temporal_input(self, z_l: torch.Tensor) -> torch.Tensor:
+        """TA(z_l) + R(z_l), the temporal transformer's input (`transformer.motion_residual`)."""
+        q = self.vqgan.quantizer
+        if self.cfg.transformer.motion_residual == "authors_layout":
+            return q.temporal_attention(z_l) + authors_layout_residual(z_l)
+        return q.temporal_latents(z_l)
+
+    def forward_native(self, x: torch.Tensor) -> Stage2Output:
+        """The forward on input already in the network's own pixel range."""
+        z_l = self.lq_encoder(x)
+        return Stage2Output(z_l, self.transformer_s(z_l), self.transformer_t(self.temporal_input(z_l)))
+
     def forward(self, lq: torch.Tensor) -> Stage2Output:
+        """LQ clips [B, 3, T, H, W] in [-1, 1]."""
         self.vqgan.check_input(lq)
-        z_l = self.lq_encoder(lq)
-        z_t = self.vqgan.quantizer.temporal_latents(z_l)
-        return Stage2Output(z_l, self.transformer_s(z_l), self.transformer_t(z_t))
+        return self.forward_native(self.vqgan.to_native(lq))
 
     @torch.no_grad()
     def targets(self, hq: torch.Tensor) -> Targets:
