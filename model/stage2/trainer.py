@@ -202,7 +202,7 @@ class Stage2Trainer(TrainLoop):
     def lr_now(self) -> float:
         o = self.cfg.optim
         return o.lr * warmup_step_decay(self.step, self.tc.max_steps, o.warmup_steps,
-                                        o.decay_at, o.decay_gamma)
+                                        o.decay_at, o.decay_gamma, o.decay_steps)
 
     def train_step(self, micro_batches) -> dict[str, float]:
         self.model.train()
