@@ -146,11 +146,19 @@ def driver_cost(address: str, inputs: int, repeat: int, tmp: Path, base: Path) -
                 raise RuntimeError(f"driver harness ({name}) failed:\n{r.stderr[-3000:]}")
             runs[name].append(json.loads(r.stdout.strip().splitlines()[-1]))
     pick = {k: sorted(v, key=lambda x: x["driver_cpu_seconds"])[len(v) // 2] for k, v in runs.items()}
-    from stc.manifests.clips import CLIP_SCHEMA
-    from stc.manifests.io import read_manifest
+    import pyarrow.parquet as pq
 
-    same = read_manifest(tmp / "driver-before-0" / "manifest.parquet", CLIP_SCHEMA).equals(
-        read_manifest(tmp / "driver-now-0" / "manifest.parquet", CLIP_SCHEMA))
+    from stc.manifests.io import committed_files
+
+    def rows(folder: Path):
+        # The columns both versions write (a newer schema may add some), in key order.
+        t = pq.read_table(committed_files(folder / "manifest.parquet"))
+        keep = [c for c in t.column_names if not c.startswith("prov_")]
+        return t.select(keep).sort_by("clip_id")
+
+    before, now = rows(tmp / "driver-before-0"), rows(tmp / "driver-now-0")
+    common = [c for c in before.column_names if c in now.column_names]
+    same = before.select(common).equals(now.select(common))
     return {"inputs": inputs, "before": pick["before"], "now": pick["now"],
             "repeats": {k: [x["driver_cpu_ms_per_input"] for x in v] for k, v in runs.items()},
             "driver_cpu_per_input_ratio": round(pick["before"]["driver_cpu_seconds"]
