@@ -6,7 +6,7 @@ The .pth is read with torch.load(weights_only=True) (no code in it can run), its
 inferred from the tensor shapes and the variant from its keys (n_layers 9: bfvr, 6:
 de-flicker) unless given, and it is written as a Stage II run folder (safetensors, config,
 provenance.json with the source file name, SHA-256 and variant) that `stc enhance
---checkpoint RUN`, `stc eval` and `stc train stage2 --init RUN` accept. torch is imported
+--checkpoint RUN` accepts (fine-tuning with `--init` is not built yet). torch is imported
 only when the command runs.
 """
 
@@ -50,8 +50,5 @@ def run_import(args: argparse.Namespace) -> int:
           f"({dropped['parameters'] / 1e6:.2f} M parameters: s_feat_emb, t_feat_emb, "
           f"fuse_convs_dict) not carried over; run folder {args.out}", file=sys.stderr)
     print_next([f"stc enhance VIDEO.mp4 -o OUT.mp4 --checkpoint {args.out}",
-                f"stc enhance FACE_CROPS/ -o PRED --checkpoint {args.out} --aligned "
-                "--preset authors   (the authors' own pre/post-processing)",
-                f"stc train stage2 --init {args.out} --curriculum bfvr --manifest CURATED "
-                "--out RUN2   (fine-tune)"])
+                f"stc enhance FACE_CROPS/ -o PRED --checkpoint {args.out} --aligned"])
     return 0
