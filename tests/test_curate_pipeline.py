@@ -92,7 +92,8 @@ def real_run(shared_videos, tmp_path_factory, ray_session):
         cv2.putText(f, "BREAKING NEWS 2026", (20, 470), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 3)
     encode_frames(frames, inputs / "captioned.mp4", fps=25, crf=12, preset="ultrafast")
     noise_video(inputs / "faceless.mp4", frames=30)
-    real = [shared_videos / "hdtf_1.mp4", shared_videos / "talkshow_2.mp4"]
+    # hdtf_3: frontal throughout (hdtf_1 turns its head, and its turned runs are cut out).
+    real = [shared_videos / "hdtf_3.mp4", shared_videos / "talkshow_2.mp4"]
     args = [str(inputs)] + [str(p) for p in real]
     out = tmp / "out"
     summary = run_curate(args, out, progress=False)
@@ -102,7 +103,7 @@ def real_run(shared_videos, tmp_path_factory, ray_session):
 
 def test_real_frontal_clip_is_kept_with_a_face_filling_crop(real_run):
     rows = by_stem(real_run["df"])
-    row = rows["hdtf_1"]
+    row = rows["hdtf_3"]
     assert row["status"] == "kept", row["message"]
     assert row["source"] == "videos" and row["num_frames"] == 200 and row["fps"] == 25.0
     assert row["clip_size"] == 512 and row["clip_num_frames"] == 200
