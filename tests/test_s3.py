@@ -78,7 +78,8 @@ def stc(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
 
 
 # Columns that name or hash the input's location; everything else must match.
-PATH_COLUMNS = {"clip_id", "source_id", "source_path", "clip_path", "message"}
+# person_id is `<source_id>_pNN`, so it names the input path too.
+PATH_COLUMNS = {"clip_id", "source_id", "source_path", "clip_path", "message", "person_id"}
 
 
 def by_name(df) -> dict[tuple[str, str], dict]:
