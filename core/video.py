@@ -306,6 +306,15 @@ def _decoding(path: str | Path, rotation: int | None = None) -> Iterator[_Decode
     try:
         yield dec
     except av.error.FFmpegError as exc:
+        # A threaded decoder reports the missing end of a cut file as an error rather than
+        # an early end of stream; with frames declared beyond it, that is a truncated file.
+        declared = int(dec.stream.frames or 0)
+        decoded = dec.index + 1
+        if decoded > 0 and declared and decoded < declared * 0.98 - 1:
+            raise TruncatedVideo(
+                f"{path}: truncated: decoding failed after {decoded} of the {declared} frames "
+                f"its container declares ({exc}); the file was cut short or is damaged: "
+                "download it again or remove it") from None
         raise VideoError(
             f"{path}: decoding failed after frame {dec.index} ({exc}); the file is corrupt or "
             "truncated: re-download or remove it"

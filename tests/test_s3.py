@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+s3fs = pytest.importorskip("s3fs")
 import torch
 
 from stc.core import storage
@@ -46,26 +48,37 @@ def s3(tmp_path_factory):
     """moto's S3 server on a free loopback port, buckets raw/cur/pairs, and the standard AWS
     variables pointing at it (for this process and the `stc` processes the test starts)."""
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H",
-                               "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H",
+                                   "127.0.0.1", "-p", str(port)],
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
            "STC_CACHE_DIR": str(tmp_path_factory.mktemp("object-cache"))}
     try:
-        for _ in range(100):
+        # Its imports alone can take many seconds on a loaded 2-core machine.
+        deadline = time.monotonic() + 120
+        while True:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
-            time.sleep(0.1)
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start on port {port}: "
+                                   f"{log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.2)
         with pytest.MonkeyPatch.context() as mp:
             for k, v in env.items():
                 mp.setenv(k, v)
+            # fsspec reuses an S3 file system made earlier in this process with the endpoint
+            # of that time (another test's dead one); the endpoint is read when one is made.
+            s3fs.S3FileSystem.clear_instance_cache()
             fs, _ = storage._fs("s3://raw")
             for bucket in ("raw", "cur", "pairs"):
                 fs.mkdir(bucket)
             yield env
     finally:
+        s3fs.S3FileSystem.clear_instance_cache()
         server.terminate()
         server.wait(timeout=30)
 
@@ -155,9 +168,13 @@ def test_curate_degrade_train_on_s3_match_local(s3, tmp_path):
     local = read_manifest(tmp_path / "cur" / "manifest.parquet", CLIP_SCHEMA)
     r, loc = by_name(remote), by_name(local)
     assert sorted(r) == sorted(loc) and {name for name, _ in r} == {"hdtf_3.mp4", "hdtf_4.mp4"}
+    def comparable(row: dict) -> dict:
+        # list columns (the mean face embedding) come back as arrays: compare them as lists
+        return {k: (v.tolist() if hasattr(v, "tolist") else v)
+                for k, v in row.items() if k not in PATH_COLUMNS}
+
     for name in r:
-        assert {k: v for k, v in r[name].items() if k not in PATH_COLUMNS} == \
-            {k: v for k, v in loc[name].items() if k not in PATH_COLUMNS}
+        assert comparable(r[name]) == comparable(loc[name])
         assert storage.read_bytes(f"s3://cur/{r[name]['clip_path']}") == \
             (tmp_path / "cur" / loc[name]["clip_path"]).read_bytes()
 
