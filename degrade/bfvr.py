@@ -22,13 +22,13 @@ from stc.degrade.video import Video
 @dataclass
 class BFVRConfig:
     sigma: tuple[float, float] = (2.0, 5.0)        # Gaussian blur sigma, pixels at HQ size
-    kernel_size: int = 41                          # odd; CodeFormer/GFPGAN use 41
+    kernel_size: int = 11                          # odd; the authors' blur_kernel_size
     scale: tuple[float, float] = (2.0, 4.0)        # r: HQ size / low-res size
     noise: tuple[float, float] = (0.0, 5.0)        # delta: Gaussian noise std, 0-255 scale
     crf: tuple[int, int] = (18, 25)                # libx264 CRF, integers, both ends included
     preset: X264Preset = "medium"                  # libx264 preset of the compression
-    down_interp: str = "area"                      # after blurring, so no extra aliasing
-    up_interp: str = "bicubic"                     # back to the HQ size
+    down_interp: str = "bilinear"                  # the authors' cv2.INTER_LINEAR
+    up_interp: str = "bilinear"                    # back to the HQ size, as the authors
 
     def __post_init__(self) -> None:
         for name in ("sigma", "scale", "noise", "crf"):
