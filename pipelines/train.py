@@ -2,6 +2,7 @@
 
     stc train stage1 --manifest DIR/manifest.parquet --config stage1 --out RUN [--max-steps N]
     stc train stage2 --curriculum bfvr --stage1 RUN --out RUN2 [--config stage2] [--max-steps N]
+    stc train stage2 --curriculum finetune-bfvr --init RUN --manifest CURATED --out RUN2
 
 Rerunning the same command on the same RUN resumes from its newest checkpoint. With
 `--workers N` the same loop runs under Ray Train (`--gpu` for one GPU per worker); the
@@ -27,7 +28,7 @@ from stc.core.config import ConfigError, load_config, to_dict, with_sets
 from stc.core.names import LOG_FILE
 from stc.core.runtime import init_ray
 from stc.manifests.io import locate_manifest
-from stc.pipelines.folders import CURATED, STAGE1, STAGE2, expect_folder
+from stc.pipelines.folders import CURATED, STAGE1, STAGE2, STAGE2_STEP, expect_folder
 from stc.pipelines.options import (
     add_config_args,
     add_ray_args,
@@ -41,6 +42,7 @@ DESCRIPTION = """Train the two stages of the model from a curated folder.
 
   stc train stage1 --manifest CURATED --config stage1 --out RUN1 [--max-steps N]
   stc train stage2 --curriculum bfvr --stage1 RUN1 --out RUN2 [--config stage2]
+  stc train stage2 --curriculum finetune-bfvr --init IMPORTED --manifest CURATED --out RUN2
 
 Rerun the same command on the same --out to resume from its newest checkpoint. With
 --workers N a stage runs under Ray Train (--gpu: one GPU per worker)."""
@@ -192,7 +194,8 @@ def stage2_config_for(stage1: str | None) -> str | None:
 def _add_stage2(stages) -> None:
     p = stages.add_parser(
         "stage2", help="LQ encoder + code-lookup transformers (Stage II), by curriculum",
-        description="Train Stage II on top of a Stage I run, one curriculum step after another "
+        description="Train Stage II on top of a Stage I run (--stage1), or fine-tune a trained "
+                    "or imported Stage II model (--init), one curriculum step after another "
                     "(each starts from the previous step's weights). A recipe step degrades "
                     "every drawn window afresh in the data loader (data: online) and validates "
                     "on `stc degrade` pairs of the held-out clips under RUN2/data/; a step with "
@@ -200,12 +203,17 @@ def _add_stage2(stages) -> None:
                     "same command resumes mid-curriculum.")
     p.add_argument("--curriculum",
                    help="built-in curriculum (bfvr, brightness, pixel, brightness-after-nonoise, "
-                        "pixel-after-nonoise) or a YAML file")
+                        "pixel-after-nonoise; finetune-bfvr for --init) or a YAML file")
     p.add_argument("--stage1", help="Stage I run folder (or checkpoint)")
+    p.add_argument("--init", default=None,
+                   help="instead of --stage1: fine-tune this Stage II model, an imported "
+                        "release (`stc weights import`) or a Stage II run; its network is kept, "
+                        "only the LQ encoder and the transformers train")
     p.add_argument("--out", help="Stage II run folder; rerun it to resume")
     p.add_argument("--config", default=None,
                    help="built-in name (stage2, stage2-tiny) or a YAML file; default: the run's "
-                        "saved config when resuming, else stage2")
+                        "saved config when resuming, else the --init model's, else stage2 "
+                        "(with --init only its training settings count)")
     add_config_args(p, "Stage II config")
     p.add_argument("--manifest", default=None,
                    help="curated manifest whose clips the recipe steps degrade (default: the one "
@@ -235,14 +243,27 @@ def run_stage2(args: argparse.Namespace) -> int:
                     allow_outside=args.allow_outside)
 
     saved = saved_stage2_config(args.out) if args.out else None
-    cfg = saved if args.config is None and saved is not None else load_stage2_config(args.config or "stage2")
+    if args.config is None and saved is not None:
+        cfg = saved
+    elif args.init:
+        from stc.model.stage2.finetune import init_config, load_init
+
+        expect_folder(args.init, (STAGE2, STAGE2_STEP), "stc train stage2 --init")
+        cfg = init_config(load_init(args.init),
+                          load_stage2_config(args.config) if args.config else None)
+    else:
+        cfg = load_stage2_config(args.config or "stage2")
     cfg = with_sets(cfg, args.set)
     if args.print_config:
         print_config(to_dict(cfg))
         return 0
-    require(args, "stc train stage2", "curriculum", "stage1", "out")
+    if args.stage1 and args.init:
+        raise ConfigError("stc train stage2: give --stage1 (train from a Stage I run) or --init "
+                          "(fine-tune a Stage II model), not both")
+    require(args, "stc train stage2", "curriculum", "out", *(() if args.init else ("stage1",)))
     refuse_url_out(args.out, "stc train stage2")
-    expect_folder(args.stage1, STAGE1, "stc train stage2 --stage1")
+    if args.stage1:
+        expect_folder(args.stage1, STAGE1, "stc train stage2 --stage1")
     expect_folder(args.out, (STAGE2,), "stc train stage2 --out", "a new folder or a Stage II run")
     if args.manifest:
         expect_folder(args.manifest, CURATED, "stc train stage2 --manifest")
@@ -251,7 +272,7 @@ def run_stage2(args: argparse.Namespace) -> int:
     with (ray_train_console(args.out, args.address, args.num_cpus, args.verbose) if args.workers
           else contextlib.nullcontext()):
         run_curriculum(load_curriculum(args.curriculum), args.stage1, args.out, cfg,
-                       manifest=args.manifest, max_steps=args.max_steps, device=args.device,
+                       init=args.init, manifest=args.manifest, max_steps=args.max_steps, device=args.device,
                        make_pairs=make_pairs, log=lambda m: print(m, file=sys.stderr, flush=True),
                        allow_outside=args.allow_outside, workers=args.workers,
                        ray_options=ray_options)

@@ -6,8 +6,8 @@ The .pth is read with torch.load(weights_only=True) (no code in it can run), its
 inferred from the tensor shapes and the variant from its keys (n_layers 9: bfvr, 6:
 de-flicker) unless given, and it is written as a Stage II run folder (safetensors, config,
 provenance.json with the source file name, SHA-256 and variant) that `stc enhance
---checkpoint RUN` accepts (fine-tuning with `--init` is not built yet). torch is imported
-only when the command runs.
+--checkpoint RUN` and `stc train stage2 --init RUN` accept. torch is imported only when the
+command runs.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ DESCRIPTION = """Import model weights from elsewhere as an stc run folder.
 The authors' releases (github.com/Dixin-Lab/BFVR-STC/releases/tag/init): ckpt-bfvr.pth
 (blind restoration), ckpt-defilcker.pth (brightness de-flickering), ckpt-deflickersd.pth
 (pixel de-flickering). Download them yourself; stc never downloads weights."""
+
+
+# The built-in curriculum that continues each release as the authors trained it.
+FINETUNE_CURRICULUM = {"bfvr": "finetune-bfvr", "deflicker": "brightness", "deflickersd": "pixel"}
 
 
 def add_parser(subparsers) -> None:
@@ -49,6 +53,9 @@ def run_import(args: argparse.Namespace) -> int:
           f"{prov['variant']}: {prov['network']}; {dropped['entries']} unused entries "
           f"({dropped['parameters'] / 1e6:.2f} M parameters: s_feat_emb, t_feat_emb, "
           f"fuse_convs_dict) not carried over; run folder {args.out}", file=sys.stderr)
+    curriculum = FINETUNE_CURRICULUM[prov["variant"]]
     print_next([f"stc enhance VIDEO.mp4 -o OUT.mp4 --checkpoint {args.out}",
-                f"stc enhance FACE_CROPS/ -o PRED --checkpoint {args.out} --aligned"])
+                f"stc enhance FACE_CROPS/ -o PRED --checkpoint {args.out} --aligned",
+                f"stc train stage2 --curriculum {curriculum} --init {args.out} --manifest "
+                "CURATED --out RUN2   (fine-tune on your curated clips)"])
     return 0

@@ -1,6 +1,7 @@
 """Incremental Stage II training as data (paper Supp. Sec. 7.2, Table 7): a curriculum is a
 list of steps, each training on one degradation recipe (or existing shards) for some
-iterations and starting from the previous step's weights (the first from the Stage I run).
+iterations and starting from the previous step's weights (the first from the Stage I run,
+or with `--init` from a trained or imported Stage II model: `stc.model.stage2.finetune`).
 
 A recipe step trains on the fly by default (`data: online`): every draw is a new window
 degraded afresh (stc.model.stage2.data), and `stc degrade` makes only the held-out clips'
@@ -10,7 +11,8 @@ pairs, once, as the fixed validation set. `data: pairs` makes every clip's pairs
 The run folder's layout is in `stc.model.stage2.runs`; in short:
     curriculum.yaml             the curriculum (a changed one is refused)
     stage2_config.yaml          the Stage II config every step starts from
-    stage1.txt                  the Stage I run it started from
+    stage1.txt                  the Stage I run it started from (init.txt: the --init model)
+    manifest.txt                the curated manifest its recipe steps degrade
     data/                       pairs made by `stc degrade`: the validation pairs of online
                                 steps, every pair of `data: pairs` steps
     val_clips.parquet           the held-out clips (a curated-manifest subset) for data/
@@ -34,13 +36,18 @@ from stc.manifests.clips import CLIP_SCHEMA
 from stc.manifests.io import locate_manifest, read_table, with_source_roots, write_table
 from stc.model.stage1.vqgan3d import load_stage1
 from stc.model.stage2.data import OnlineSource, check_online, online_clips, val_windows_per_clip
+from stc.model.stage2.finetune import init_manifest, load_init, network_differs
 from stc.model.stage2.runs import (
     CONFIG_FILE,
     CURRICULUM_FILE,
+    INIT_FILE,
+    INIT_PROVENANCE_FILE,
+    MANIFEST_FILE,
     STAGE1_FILE,
     Curriculum,
     CurriculumStep,
     final_step_dir,
+    record_manifest,
     stage1_manifest,
     step_dirs,
 )
@@ -59,7 +66,10 @@ def _step_done(step_dir: Path, iterations: int) -> bool:
     return ckpt is not None and int(ckpt.name.split("_")[1]) >= iterations
 
 
-def _check_run(run2: Path, cur: Curriculum, stage1: Path, config) -> None:
+def _check_run(run2: Path, cur: Curriculum, origin_file: str, origin: Path, config,
+               provenance: dict | None = None) -> None:
+    """Start RUN2 (config, curriculum, where its first step starts from: `origin_file` is
+    stage1.txt or init.txt), or refuse to resume it with another curriculum or origin."""
     saved = run2 / CURRICULUM_FILE
     if saved.exists():
         if (run2 / CONFIG_FILE).exists():
@@ -68,42 +78,73 @@ def _check_run(run2: Path, cur: Curriculum, stage1: Path, config) -> None:
         if to_dict(old) != to_dict(cur):
             raise ConfigError(f"{run2} was started with another curriculum ({saved}); give the "
                               "same curriculum to resume it, or choose a new --out")
-        first = (run2 / STAGE1_FILE).read_text().strip()
-        if Path(first) != stage1.resolve():
-            raise ConfigError(f"{run2} started from Stage I run {first}, not {stage1}; "
-                              "give the same --stage1 or a new --out")
+        flag = {STAGE1_FILE: "--stage1", INIT_FILE: "--init"}
+        if not (run2 / origin_file).exists():
+            other = INIT_FILE if origin_file == STAGE1_FILE else STAGE1_FILE
+            raise ConfigError(f"{run2} was started with {flag[other]} "
+                              f"{(run2 / other).read_text().strip()}; resume it the same way "
+                              "or choose a new --out")
+        first = (run2 / origin_file).read_text().strip()
+        if Path(first) != origin.resolve():
+            raise ConfigError(f"{run2} started from {first}, not {origin}; give the same "
+                              f"{flag[origin_file]} or a new --out")
         return
     run2.mkdir(parents=True, exist_ok=True)
     save_config(config, run2 / CONFIG_FILE)
-    (run2 / STAGE1_FILE).write_text(str(stage1.resolve()) + "\n")
+    (run2 / origin_file).write_text(str(origin.resolve()) + "\n")
+    if provenance is not None:
+        import json
+
+        (run2 / INIT_PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     save_config(cur, saved)     # last: its presence marks a started run
 
 
-
-def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
+def run_curriculum(cur: Curriculum, stage1: str | Path | None, out: str | Path, config,
                    manifest: str | Path | None = None, max_steps: int | None = None,
                    device: str | None = None, make_pairs: MakePairs | None = None,
                    log: Callable[[str], None] = print,
                    allow_outside: bool = False, workers: int | None = None,
-                   ray_options: dict | None = None) -> list[dict[str, float]]:
+                   ray_options: dict | None = None,
+                   init: str | Path | None = None) -> list[dict[str, float]]:
     """Train every step of `cur` in turn (skipping finished ones); returns each step's last
-    metrics. `max_steps` caps every step's iterations (for trials); `manifest` is the curated
-    manifest the recipe steps degrade (default: the one Stage I was trained on), through
-    `make_pairs` (needed only when a step names a recipe). With `workers`, each step runs on
-    that many Ray Train workers (`train_stage2_ray`; `ray_options`: its gpu,
-    cpus_per_worker, address, num_cpus)."""
+    metrics. The first step starts from the Stage I run `stage1`, or with `init` from that
+    Stage II model (`stc.model.stage2.finetune`; `config` must then have its network, as
+    `finetune.init_config` makes it). `max_steps` caps every step's iterations (for
+    trials); `manifest` is the curated manifest the recipe steps degrade (default: the one
+    Stage I was trained on), through `make_pairs` (needed only when a step names a recipe).
+    With `workers`, each step runs on that many Ray Train workers (`train_stage2_ray`;
+    `ray_options`: its gpu, cpus_per_worker, address, num_cpus)."""
 
-    stage1, run2 = Path(stage1), Path(out)
-    _, s1cfg = load_stage1(stage1)
-    config.vqgan = s1cfg.model
-    config.check_against(s1cfg.model)
-    _check_run(run2, cur, stage1, config)
+    run2 = Path(out)
+    if (stage1 is None) == (init is None):
+        raise ConfigError("Stage II starts from a Stage I run (--stage1) or from a Stage II "
+                          "model (--init): give exactly one")
+    if init is not None:
+        start = load_init(init)
+        changed = [d for d in network_differs(start, config)
+                   if not d.startswith("transformer.motion_residual")]
+        if changed:
+            raise ConfigError(f"--init {init}: its weights only fit its own network, but the "
+                              f"config changes {'; '.join(changed[:4])}; drop those settings "
+                              "(the network comes from the --init run)")
+        origin, kind = Path(init), "stage2"
+    else:
+        origin, kind = Path(stage1), "stage1"
+        _, s1cfg = load_stage1(origin)
+        config.vqgan = s1cfg.model
+        config.check_against(s1cfg.model)
 
     for step in cur.steps:   # refuse what cannot run before anything is made
         if step.online:
             check_online(load_recipe(step.recipe))
     if manifest is None and any(not s.pairs for s in cur.steps):
-        manifest = stage1_manifest(stage1)
+        manifest = stage1_manifest(origin) if kind == "stage1" else init_manifest(origin)
+    if kind == "stage2":
+        _check_run(run2, cur, INIT_FILE, origin, config, start.provenance)
+    else:
+        _check_run(run2, cur, STAGE1_FILE, origin, config)
+    if manifest is not None and not (run2 / MANIFEST_FILE).exists():
+        record_manifest(run2, manifest)     # so a run that --inits from this one finds it
 
     results = []
     dirs = step_dirs(run2, cur)
@@ -124,15 +165,15 @@ def run_curriculum(cur: Curriculum, stage1: str | Path, out: str | Path, config,
         else:
             pairs = _make_pairs(step, cur, run2, Path(manifest), config, make_pairs, log)
         recipe = _recipe_name(step)
-        init_from, kind = (stage1, "stage1") if i == 0 else (dirs[i - 1], "stage2")
+        init_from, init_kind = (origin, kind) if i == 0 else (dirs[i - 1], "stage2")
         how = "degraded on the fly" if online else f"pairs from {pairs}"
         log(f"{label}: training on {recipe} {how}, {iterations} iterations")
         if workers:
-            results.append(train_stage2_ray(config, pairs, recipe, step_dir, init_from, kind,
+            results.append(train_stage2_ray(config, pairs, recipe, step_dir, init_from, init_kind,
                                             max_steps=iterations, lr=step.lr, online=online,
                                             workers=workers, **(ray_options or {})))
             continue
-        trainer = Stage2Trainer(config, pairs, recipe, step_dir, init_from, kind,
+        trainer = Stage2Trainer(config, pairs, recipe, step_dir, init_from, init_kind,
                                 max_steps=iterations, lr=step.lr, device=device, log=log,
                                 online=online)
         results.append(trainer.run())

@@ -3,7 +3,10 @@
 A Stage II run folder:
     curriculum.yaml             the curriculum (a changed one is refused)
     stage2_config.yaml          the Stage II config every step starts from
-    stage1.txt                  the Stage I run it started from
+    stage1.txt                  the Stage I run it started from, or
+    init.txt                    the Stage II model it started from (`--init`; its origin,
+                                e.g. an import's provenance, in init_provenance.json)
+    manifest.txt                the curated manifest its recipe steps degrade
     data/                       `stc degrade` pairs: validation pairs of online steps,
                                 training pairs of `data: pairs` steps
     val_clips.parquet           the held-out clips those validation pairs come from
@@ -29,6 +32,8 @@ CURRICULA_DIR = Path(__file__).resolve().parent / "curricula"
 CURRICULUM_FILE = "curriculum.yaml"
 CONFIG_FILE = "stage2_config.yaml"
 STAGE1_FILE = "stage1.txt"
+INIT_FILE = "init.txt"
+INIT_PROVENANCE_FILE = "init_provenance.json"
 
 
 @dataclass

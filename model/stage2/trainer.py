@@ -1,8 +1,10 @@
 """Stage II training on the generic loop: one curriculum step.
 
 `Stage2Trainer` fills in `model.loop.TrainLoop`. The model starts from a Stage I run (step 1
-of a curriculum) or from the previous step's Stage II checkpoint (its EMA weights); the
-Stage I parts stay frozen. Training pairs come either
+of a curriculum) or from a Stage II checkpoint (its EMA weights): the previous step's, or
+for step 1 the `--init` model (an imported release or another stc run). Either way the
+Stage I parts (HQ encoder, codebooks, temporal attention SA2, generator) stay frozen and the
+LQ encoder and the transformers train, as the authors' `fix_modules`. Training pairs come either
 
   - on the fly (`online`, how the authors train): every draw is a new window of a training
     clip degraded afresh by the step's recipe (`stc.model.stage2.data.OnlinePairs`); the
@@ -32,7 +34,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from stc.core.config import from_dict, to_dict
+from stc.core.config import ConfigError, from_dict, to_dict
 from stc.core.names import PAIRS_MANIFEST
 from stc.core.tensors import to_uint8
 from stc.degrade.loader import PairDataset
@@ -99,7 +101,13 @@ class Stage2Trainer(TrainLoop):
         elif init_kind == "stage2":
             prev, _ = load_stage2(init_from)
             self.model = Stage2Model(cfg)
-            self.model.load_state_dict(prev.state_dict())
+            try:
+                self.model.load_state_dict(prev.state_dict())
+            except RuntimeError as exc:
+                first = str(exc).splitlines()[1:2] or [str(exc)]
+                raise ConfigError(f"{init_from}: its weights do not fit this run's network "
+                                  f"({first[0].strip()[:300]}); the network (transformer, vqgan, "
+                                  "data.size) must be the one it was trained with") from None
         else:
             raise ValueError(f"init_kind must be 'stage1' or 'stage2', got {init_kind!r}")
         self.model.to(dev)
