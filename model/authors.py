@@ -20,7 +20,8 @@ Entries the authors' forward never uses (`s_feat_emb`, `t_feat_emb`, `fuse_convs
 SFT fusion of CodeFormer, which CodeFormer3D builds but does not call) are reported and
 dropped. The release holds no Stage I HQ encoder (it lives in the unreleased
 `net_g_stage1.pth`), so the frozen `vqgan.encoder` that makes Stage II targets starts as a
-copy of the released LQ encoder; fine-tuning with a real Stage I run replaces it.
+copy of the released LQ encoder, and `stc train stage2 --init` makes its targets with that
+frozen copy (stc.model.stage2.finetune).
 """
 
 from __future__ import annotations
