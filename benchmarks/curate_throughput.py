@@ -24,7 +24,8 @@ Per tree and case: wall seconds, CPU seconds of the workers and their ffmpeg chi
 `floor_ratio` (stc wall / floor wall; `cpu_floor_ratio` the same in CPU seconds, the figure
 a machine shared with other jobs distorts least), and `per_pass` in worker-seconds per
 1,000 input frames (decode, shots, faces, tracks, side face, text, quality, motion, write,
-whichever the tree times), plus each tree's decisions and how many of them agree with the
+whichever the tree times), `cpu_per_pass` the same in CPU seconds where the tree times them
+(the write's includes its ffmpeg; wall seconds on a loaded machine count waiting), plus each tree's decisions and how many of them agree with the
 first tree's. Prints one JSON object (`--save FILE` also writes it).
 """
 
@@ -173,7 +174,10 @@ def measure_case(name: str, files: list[str], trees: list[tuple[str, Path | None
         run = run_tree(tree, files, tmp / f"{name}_{label}", args.config, args.workers, tmp)
         summary = run["summary"]
         frames = int(summary.get("input_frames") or 0)
-        steps = {k: v["seconds"] for k, v in summary["steps"].items() if k != "cpu"}
+        steps = {k: v["seconds"] for k, v in summary["steps"].items()
+                 if k != "cpu" and not k.startswith("cpu.")}
+        # Trees that time CPU per step report it as "cpu.STEP"; older ones only in total.
+        cpu_steps = {k[4:]: v["seconds"] for k, v in summary["steps"].items() if k.startswith("cpu.")}
         cpu = summary["steps"].get("cpu", {}).get("seconds", float("nan"))
         fl = floor(files, run["clips"], cfg.crop.size, enc, args.workers, tmp / f"{name}_floor_{label}")
         decisions = {d["clip_id"]: d for d in run["decisions"]}
@@ -186,6 +190,8 @@ def measure_case(name: str, files: list[str], trees: list[tuple[str, Path | None
             "status": summary.get("status"), "reasons": summary.get("reasons"),
             "kept_clips": len(run["clips"]),
             "per_pass": {k: round(1000 * v / max(1, frames), 2) for k, v in sorted(steps.items())},
+            "cpu_per_pass": {k: round(1000 * v / max(1, frames), 2) for k, v in sorted(cpu_steps.items())}
+            or None,
             "worker_seconds_per_1000_frames": round(1000 * sum(steps.values()) / max(1, frames), 2),
             "cpu_seconds_per_1000_frames": round(1000 * cpu / max(1, frames), 2),
         }
@@ -196,6 +202,8 @@ def measure_case(name: str, files: list[str], trees: list[tuple[str, Path | None
             entry["decisions_same_as_first"] = f"{same} of {len(decisions)} rows " \
                                                f"(first tree: {len(reference)})"
         entry["largest_pass"] = max(steps, key=steps.get) if steps else None
+        if cpu_steps:
+            entry["largest_pass_cpu"] = max(cpu_steps, key=cpu_steps.get)
         result[label] = entry
     if "baseline" in result:
         now, before = result["stc"], result["baseline"]
@@ -206,6 +214,9 @@ def measure_case(name: str, files: list[str], trees: list[tuple[str, Path | None
             "cpu_speedup_vs_baseline": round(before["cpu_seconds"] / now["cpu_seconds"], 3),
             "per_pass_before_after": {k: [before["per_pass"].get(k), now["per_pass"].get(k)]
                                       for k in sorted(set(now["per_pass"]) | set(before["per_pass"]))},
+            "cpu_per_pass_before_after": {
+                k: [(before["cpu_per_pass"] or {}).get(k), (now["cpu_per_pass"] or {}).get(k)]
+                for k in sorted(set(now["cpu_per_pass"] or {}) | set(before["cpu_per_pass"] or {}))},
         }
     return result
 

@@ -60,6 +60,8 @@ from stc.manifests.clips import REASONS
 # A shot longer than this many clips' worth is analysed in chunks of it, so a worker holds
 # the sampled frames of at most one chunk however long the shot (clips never span chunks).
 CHUNK_CLIPS = 3
+# Steps that run a program (ffmpeg): their CPU includes the program's.
+CHILD_STEPS = frozenset({"write"})
 
 
 def source_id_for(path: str | Path) -> str:
@@ -224,11 +226,19 @@ class ClipCurator:
 
     @contextmanager
     def _timed(self, s: SourceState, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+        """Wall seconds of step `name` in timings[name] and its CPU seconds in
+        timings["cpu." + name]: this thread's, plus for the write the ffmpeg it ran (the
+        only program a curator starts, one write at a time, so the children's CPU reaped
+        meanwhile is that encoder's). Wall time on a shared machine counts waiting for
+        a core; the CPU figure does not."""
+        t0, c0 = time.perf_counter(), time.thread_time()
+        k0 = _children_cpu() if name in CHILD_STEPS else 0.0
         try:
             yield
         finally:
             s.timings[name] = s.timings.get(name, 0.0) + time.perf_counter() - t0
+            cpu = time.thread_time() - c0 + (_children_cpu() - k0 if name in CHILD_STEPS else 0.0)
+            s.timings[f"cpu.{name}"] = s.timings.get(f"cpu.{name}", 0.0) + cpu
 
     def _run(self, s: SourceState, c: Clip, steps) -> bool:
         """Run a clip's steps in order; a Stop becomes its row's verdict."""
@@ -266,8 +276,8 @@ class ClipCurator:
         stride = sample_stride(s.fps, cfg.sampling)
         max_frames = self._max_frames(s)
         chunk = CHUNK_CLIPS * max_frames
-        t_start = time.perf_counter()
-        busy = 0.0
+        t_start, c_start = time.perf_counter(), time.thread_time()
+        busy = busy_cpu = 0.0
         # The sampled frames' full-resolution luma, held only until the frame is analysed:
         # face quality is measured in source pixels.
         luma: dict[int, np.ndarray] = {}
@@ -278,7 +288,7 @@ class ClipCurator:
                              threads=self.threads)
         try:
             for index, when, thumb, small in frames:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 repeat = index < len(s.times)  # the previous or the last frame once more
                 if not repeat:
                     s.times.append(when)
@@ -303,11 +313,14 @@ class ClipCurator:
                             jumps.add(index, functools.partial(self._jump_sample, s, index, small))
                 self.drain(s, chunk, final=False)
                 busy += time.perf_counter() - t0
+                busy_cpu += time.thread_time() - c0
         except TruncatedVideo as exc:
             raise Stop("truncated", str(exc)) from None
         except VideoError as exc:
             raise Stop("unreadable", str(exc)) from None
         s.timings["decode"] = s.timings.get("decode", 0.0) + time.perf_counter() - t_start - busy
+        s.timings["cpu.decode"] = (s.timings.get("cpu.decode", 0.0) + time.thread_time() - c_start
+                                   - busy_cpu)
         if s.num_frames == 0:
             raise Stop("unreadable", f"{s.path}: no frame could be decoded; re-download or remove it")
         try:
@@ -724,8 +737,12 @@ class ClipCurator:
 
 def _cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime + _children_cpu()
+
+
+def _children_cpu() -> float:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return kids.ru_utime + kids.ru_stime
 
 
 def _largest_only(tracks: list[Track]) -> list[Track]:
