@@ -26,6 +26,7 @@ from stc.core.paths import record_input_roots, resolved
 from stc.core.runtime import RayOptions
 from stc.curation.clip import ClipCurator, source_id_for
 from stc.curation.config import CurateConfig
+from stc.curation.space import curate_bytes
 from stc.manifests.clips import CLIP_SCHEMA, FUNNEL, funnel_counts, source_counts
 from stc.manifests.io import finished_keys, read_manifest
 from stc.pipelines.driver import Pipeline, run_pipeline
@@ -33,6 +34,7 @@ from stc.pipelines.inputs import gather_inputs
 from stc.pipelines.options import (
     add_config_args,
     add_ray_args,
+    add_space_check_arg,
     non_negative_int,
     positive_int,
     print_config,
@@ -144,9 +146,11 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
                workers: int | None = None, retry_errors: bool = False,
                allow_config_change: bool = False, progress: bool = True,
                limit: int | None = None, verbose: bool = False,
-               sets: list[str] | None = None, part_items: int | None = None) -> dict[str, Any]:
+               sets: list[str] | None = None, part_items: int | None = None,
+               space_check: bool = True) -> dict[str, Any]:
     """Curate `inputs` into `out` (a folder or a URL); returns the run summary (also written
-    to run_stats.json). `sets`: `a.b=value` overrides of the config."""
+    to run_stats.json). `sets`: `a.b=value` overrides of the config. `space_check`: refuse
+    to start when the clips would not fit the free space (`curation.space`)."""
     out = storage.location(out)
     cfg = with_sets(CurateConfig.load(config), sets)
     manifest_path = storage.join(out, CLIP_MANIFEST)
@@ -169,11 +173,13 @@ def run_curate(inputs: list[str], out: str | Path, config: str | None = None,
         settings=to_dict(cfg), settings_file=storage.join(out, CURATE_CONFIG),
         settings_hint="use a new --out, or --allow-config-change to continue anyway",
         stats_file=storage.join(out, RUN_STATS), loading="loading dlib and PP-OCR",
-        part_items=part_items, prepare=lambda: record_input_roots(out, input_roots(inputs, items)))
+        part_items=part_items, prepare=lambda: record_input_roots(out, input_roots(inputs, items)),
+        estimate_bytes=lambda todo: curate_bytes(todo, cfg))
     report = run_pipeline(pipeline, items, done,
                           retry_errors=retry_errors, allow_settings_change=allow_config_change,
                           ray=RayOptions(address, num_cpus, verbose), workers=workers,
-                          progress=progress, extra_stats=lambda report: _manifest_stats(manifest_path))
+                          progress=progress, space_check=space_check,
+                          extra_stats=lambda report: _manifest_stats(manifest_path))
     summary = {**report.stats(), **report.extra}
     summary["all_failed"] = report.all_failed
     if progress:
@@ -237,6 +243,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-config-change", action="store_true",
                    help="continue an output folder made with another config")
     add_config_args(p)
+    add_space_check_arg(p)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     add_ray_args(p)
     p.set_defaults(func=_main)
@@ -252,7 +259,7 @@ def _main(args: argparse.Namespace) -> int:
     summary = run_curate(args.inputs, args.out, args.config, args.address, args.num_cpus,
                          args.workers, args.retry_errors, args.allow_config_change,
                          limit=args.limit, verbose=args.verbose, sets=args.set,
-                         part_items=args.part_size)
+                         part_items=args.part_size, space_check=args.space_check)
     if args.json:
         print(json.dumps(summary, indent=2))
     if summary["all_failed"]:

@@ -37,15 +37,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from stc.core import storage
 from stc.core.config import ConfigError, check_config, from_dict, to_dict, with_sets
 from stc.core.fs import OutsideRoot
-from stc.core.names import PAIRS_GT_DIR, PAIRS_LQ_DIR, PAIRS_MANIFEST, RUNS_DIR
+from stc.core.names import CURATE_CONFIG, PAIRS_GT_DIR, PAIRS_LQ_DIR, PAIRS_MANIFEST, RUNS_DIR
 from stc.core.runtime import RayOptions
 from stc.core.video import VideoError
 from stc.degrade.pixel_flicker import check_model
 from stc.degrade.recipe import Recipe, load_recipe
 from stc.degrade.shards import ShardWriter
+from stc.degrade.space import clip_pair_bytes, lq_kind
 from stc.degrade.mp4pairs import Mp4PairWriter, to_mp4_pair
 from stc.degrade.webdataset import TarShardWriter, to_sample
 from stc.degrade.windows import WindowOptions, degrade_clip, software_versions
@@ -57,6 +60,7 @@ from stc.pipelines.folders import CURATED, expect_folder
 from stc.pipelines.options import (
     add_config_args,
     add_ray_args,
+    add_space_check_arg,
     non_negative_int,
     positive_float,
     positive_int,
@@ -157,10 +161,11 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
                 progress: bool = True, verbose: bool = False,
                 format: str = "parquet", allow_outside: bool = False,
                 sets: list[str] | None = None, part_items: int | None = None,
-                split: str | None = None) -> dict[str, Any]:
+                split: str | None = None, space_check: bool = True) -> dict[str, Any]:
     """Degrade the kept clips of `manifest` into `out` (folders or URLs) as `format` shards
     (parquet, webdataset); returns the run summary. `split`: only the clips `stc split` put
-    there (e.g. test, for evaluation pairs)."""
+    there (e.g. test, for evaluation pairs). `space_check`: refuse to start when the pairs
+    would not fit the free space (`degrade.space`)."""
     if format not in SHARD_WRITERS:
         raise ConfigError(f"--format must be one of {sorted(SHARD_WRITERS)}, got {format!r}")
     if not (math.isfinite(shard_mb) and shard_mb > 0):
@@ -256,7 +261,9 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
         stats_file=storage.join(out, RUNS_DIR, f"{run_name}.stats.json"),
         num_gpus=1 if rec.uses_diffusion and device != "cpu" and _gpus(address) else 0,
         loading="loading the diffusion model" if rec.uses_diffusion else "starting workers",
-        prepare=remove_orphans)
+        prepare=remove_orphans,
+        estimate_bytes=lambda todo: _pairs_bytes(todo, kept, _clip_crf(root), opts,
+                                                 lq_kind(rec, format)))
     def run_stats(report) -> dict[str, Any]:
         counts = report.tally
         pairs = read_manifest(pairs_path, PAIRS_SCHEMA) if manifest_files(pairs_path) else None
@@ -275,7 +282,7 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
 
     report = run_pipeline(pipeline, items, done, retry_errors=retry_errors,
                           ray=RayOptions(address, num_cpus, verbose), workers=workers,
-                          progress=progress, extra_stats=run_stats)
+                          progress=progress, space_check=space_check, extra_stats=run_stats)
     summary = {**report.stats(), **report.extra,
                "processed_clips": report.todo, "skipped_clips": report.skipped,
                "all_failed": report.all_failed or (report.todo > 0 and report.tally["pairs"] == 0)}
@@ -283,6 +290,31 @@ def run_degrade(manifest: str | Path, out: str | Path, recipe: str | Path = "bfv
           f"rows; {summary['total_pairs']} pairs of {rec.name} seed {seed} in {pairs_path}",
           file=sys.stderr)
     return summary
+
+
+def _clip_crf(root: storage.Location) -> float | None:
+    """The CRF `stc curate` encoded the clips at (its recorded config), if it says."""
+    path = storage.join(root, CURATE_CONFIG)
+    try:
+        cfg = yaml.safe_load(storage.read_text(path)) if storage.exists(path) else None
+        return float(cfg["encode"]["crf"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None
+
+
+def _pairs_bytes(todo: list[dict[str, Any]], kept, clip_crf: float | None,
+                 opts: WindowOptions, lq: str) -> float | None:
+    """What the pairs of the clips in `todo` will take (local clips; None otherwise)."""
+    if any(storage.is_url(it["clip_path"]) for it in todo):
+        return None
+    rows = {r.clip_id: r for r in kept.itertuples()}
+
+    def number(v, default: float) -> float:
+        return float(v) if v == v and v else default        # NaN / None / 0 -> default
+
+    return sum(clip_pair_bytes(it["clip_path"], int(number(rows[it["clip_id"]].clip_num_frames, 0)),
+                               int(number(rows[it["clip_id"]].clip_size, opts.size)),
+                               clip_crf, opts, lq) for it in todo)
 
 
 def _placed(extra: list[tuple[str, int, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -347,6 +379,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-outside", action="store_true",
                    help="read clips the manifest names outside its own folder (refused by "
                         "default: a manifest from elsewhere must not make stc read other files)")
+    add_space_check_arg(p)
     add_ray_args(p)
     p.set_defaults(func=_main)
 
@@ -370,7 +403,8 @@ def _main(args: argparse.Namespace) -> int:
                           retry_errors=args.retry_errors, limit=args.limit, shard_mb=args.shard_mb,
                           verbose=args.verbose, format=args.format,
                           allow_outside=args.allow_outside, sets=args.set,
-                          part_items=args.part_size, split=args.split)
+                          part_items=args.part_size, split=args.split,
+                          space_check=args.space_check)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif summary["total_pairs"]:

@@ -30,7 +30,6 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import yaml
@@ -46,6 +45,7 @@ from stc.core.fs import (
     is_disk_full,
 )
 from stc.core.runtime import RayOptions, cpu_seconds, init_ray, map_items, ray_cpus
+from stc.core.space import check_free_space, folder_bytes
 from stc.core.storage import Location
 from stc.manifests.io import ManifestCommit, compact, open_commit, write_part
 from stc.manifests.schema import ManifestSchema
@@ -112,6 +112,9 @@ class Pipeline:
     loading: str = "loading models"             # what the bar says until the first result
     prepare: Callable[[], None] | None = None   # run under the lock, before any item
     part_items: int | None = None               # inputs per task and part (None: auto)
+    # Bytes the given inputs will write (None: cannot tell); checked against the free
+    # space of a local `out` before any worker starts (`core.space`).
+    estimate_bytes: Callable[[list[dict[str, Any]]], float | None] | None = None
     commit_seconds: float = 2.0                 # the index is rewritten at most this often
 
 
@@ -142,6 +145,9 @@ class RunReport:
     # The driver process's own CPU seconds from the first task sent to the last commit:
     # what each input costs the one process a cluster cannot multiply.
     driver_cpu_seconds: float = 0.0
+    estimated_bytes: float | None = None    # what the pipeline expected this run to write
+    start_bytes: int | None = None          # the output folder's bytes when it started
+    written_bytes: int | None = None        # and what it grew by
 
     @property
     def all_failed(self) -> bool:
@@ -163,6 +169,8 @@ class RunReport:
                          for n, c in self.per_node.items()},
             "run_id": self.run_id, "parts": self.parts, "part_items": self.part_items,
             "driver_cpu_seconds": round(self.driver_cpu_seconds, 4),
+            "estimated_bytes": round(self.estimated_bytes) if self.estimated_bytes else None,
+            "written_bytes": self.written_bytes,
             "driver_cpu_seconds_per_input": round(self.driver_cpu_seconds / self.todo, 6)
             if self.todo else None,
             "steps": {s: {"items": self.step_items[s], "seconds": round(self.step_seconds[s], 3),
@@ -181,16 +189,27 @@ def pending(items: list[dict[str, Any]], key: str, done: Mapping[str, str],
 def run_pipeline(p: Pipeline, items: list[dict[str, Any]], done: Mapping[str, str] | None = None,
                  *, retry_errors: bool = False, allow_settings_change: bool = False,
                  ray: RayOptions | None = None, workers: int | None = None,
-                 progress: bool = True,
+                 progress: bool = True, space_check: bool = True,
                  extra_stats: Callable[[RunReport], dict] | None = None,
                  log: Callable[[str], None] | None = None) -> RunReport:
-    """Run pipeline `p` over `items`, skipping the keys in `done` (key -> status)."""
+    """Run pipeline `p` over `items`, skipping the keys in `done` (key -> status).
+    `space_check`: refuse to start when `p.estimate_bytes` says the output will not fit."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     report = RunReport(inputs=len(items), run_id=uuid.uuid4().hex[:16])
     with storage.output_lock(p.out, command_line()) if p.out is not None \
             else contextlib.nullcontext():
         if p.out is not None:
             storage.clean_stale_temps(p.out)
+        todo = pending(items, p.key, done or {}, retry_errors)
+        if todo and p.out is not None and not storage.is_url(p.out):
+            report.start_bytes = folder_bytes(p.out)
+            # Before settings are recorded or a part is touched: a refusal leaves the
+            # folder as it was.
+            if p.estimate_bytes is not None:
+                report.estimated_bytes = p.estimate_bytes(todo)
+            if space_check and report.estimated_bytes is not None:
+                check_free_space(p.out, report.estimated_bytes,
+                                 f"stc {p.name} of {len(todo)} {p.unit}(s)")
         # Under the lock, before any worker starts: parts of a killed run are removed.
         commit = open_commit(p.manifest, p.schema) \
             if p.manifest is not None and p.schema is not None else None
@@ -198,7 +217,6 @@ def run_pipeline(p: Pipeline, items: list[dict[str, Any]], done: Mapping[str, st
             check_settings(p.settings_file, p.settings, allow_settings_change, p.settings_hint)
         if p.prepare is not None:
             p.prepare()
-        todo = pending(items, p.key, done or {}, retry_errors)
         report.todo, report.skipped = len(todo), len(items) - len(todo)
         where = f" in {p.manifest}" if p.manifest else ""
         log(f"stc {p.name}: {len(items)} {p.unit}s, {report.skipped} already done{where}, "
@@ -209,6 +227,8 @@ def run_pipeline(p: Pipeline, items: list[dict[str, Any]], done: Mapping[str, st
         report.wall_seconds = time.perf_counter() - t0
         if commit is not None and todo:
             compact(p.manifest, p.schema, commit=commit)
+        if report.start_bytes is not None:
+            report.written_bytes = folder_bytes(p.out) - report.start_bytes
         # Computed once, after the last row: the caller's summary reuses it.
         report.extra = extra_stats(report) if extra_stats else {}
         if p.stats_file is not None and todo:
@@ -461,16 +481,20 @@ def _local_disk(p: Pipeline) -> Location:
 
 
 def _bytes_needed(p: Pipeline, report: RunReport, total: int) -> float | None:
-    """What the inputs left would take, at the folder's bytes per input finished well.
+    """What the inputs left would take: at the bytes this run wrote per input finished
+    well, or before any finished, the pipeline's own estimate for the rest.
 
     Inputs that failed (for lack of space, mostly: once the disk is full every input in
     flight fails at once) wrote nothing and are to be redone: counted as finished they made
-    the estimate several times too low."""
-    ok = report.finished - report.failed_items
-    if ok <= 0 or p.out is None or storage.is_url(p.out):
+    the estimate several times too low. Only this run's bytes count: the outputs of earlier
+    runs (a resumed run, other recipes in one degrade folder) are not this run's rate."""
+    if p.out is None or storage.is_url(p.out):
         return None
-    used = sum(f.stat().st_size for f in Path(p.out).rglob("*") if f.is_file())
-    return used / ok * max(1, total - ok)
+    ok = report.finished - report.failed_items
+    if ok <= 0:
+        return report.estimated_bytes
+    written = folder_bytes(p.out) - (report.start_bytes or 0)
+    return max(0, written) / ok * max(1, total - ok)
 
 
 def _in_process(spec: PartSpec, tasks: list[dict[str, Any]]):

@@ -55,6 +55,12 @@ def add_ray_args(parser: argparse.ArgumentParser) -> None:
                        help="show Ray's own messages on the console too")
 
 
+def add_space_check_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-space-check", dest="space_check", action="store_false",
+                        help="start even when the output is estimated not to fit the free "
+                             "space (a full disk still stops the run cleanly; rerun to resume)")
+
+
 def print_next(commands: list[str]) -> None:
     """The commands that usually come next, printed last so they are what the user sees."""
     print("next:", file=sys.stderr)
