@@ -35,12 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import torch
 
 from stc.core.config import ConfigError, from_dict, to_dict
 from stc.model.stage1.config import ModelConfig, load_stage1_config
 from stc.model.stage2.config import Stage2Config, load_stage2_config
+from stc.model.restore.aligned import (  # noqa: F401  (their frame handling, re-exported)
+    AUTHORS_FRAMES,
+    authors_postprocess,
+    authors_preprocess,
+)
 from stc.model.stage2.model import Stage2Model
 
 CHECKPOINT_KEY = "params_ema"
@@ -61,8 +65,6 @@ VARIANTS = {
     "deflicker": Variant("deflicker", "ckpt-defilcker.pth", "stage2-deflicker", 4, 6),
     "deflickersd": Variant("deflickersd", "ckpt-deflickersd.pth", "stage2-deflickersd", 4, 6),
 }
-# [authors] infer_bfvr.py reads at most 24 frames and runs them as one clip.
-AUTHORS_FRAMES = 24
 
 
 class AuthorsCheckpointError(ConfigError):
@@ -403,24 +405,22 @@ def authors_forward(model: Stage2Model, x: torch.Tensor):
 
 
 # ------------------------------------------------------------------ their frame handling
-def authors_preprocess(frames_rgb: np.ndarray, size: int = 512) -> torch.Tensor:
-    """infer_bfvr.py's input: the first 24 frames, each resized to size x size with
-    cv2.INTER_LINEAR (aspect not kept, no face alignment), /255 -> [1, 3, T, size, size]."""
-    import cv2
+def authors_runner(model: Stage2Model, device: str = "cpu"):
+    """`model` as infer_bfvr.py calls it, for `stc.model.restore.aligned`: [1, 3, T, S, S] RGB
+    in [0, 1] -> the output [1, 3, 2*(T//2), S, S] before normalising. Their network works in
+    [0, 1] (one sigmoid at the end); a model of stc's own signed range is given the same
+    pixels as [-1, 1], and the global min-max of the post-processing undoes the range."""
+    unit = model.vqgan.cfg.pixel_range == "unit"
 
-    frames = [cv2.resize(np.ascontiguousarray(f), (size, size), interpolation=cv2.INTER_LINEAR)
-              for f in frames_rgb[:AUTHORS_FRAMES]]
-    x = np.stack(frames).astype(np.float32) / 255.0
-    return torch.from_numpy(x).permute(3, 0, 1, 2)[None].contiguous()
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device)
+        with torch.inference_mode():
+            out = authors_forward(model, x if unit else x * 2 - 1)[0]
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
 
-
-def authors_postprocess(out: torch.Tensor) -> np.ndarray:
-    """infer_bfvr.py's output frames: one global min-max over the clip (no clamp), x255,
-    round half to even, uint8 -> [T, H, W, 3] RGB."""
-    y = out[0].permute(1, 2, 3, 0).cpu().numpy()
-    lo, hi = float(y.min()), float(y.max())
-    y = (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
-    return np.round(y * 255.0).astype(np.uint8)
+    return forward
 
 
 # ------------------------------------------------------------------ a Stage II run folder

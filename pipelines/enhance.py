@@ -3,6 +3,7 @@
     stc enhance IN.mp4 -o OUT.mp4 --checkpoint RUN2 [--upscale 2] [--save-crops]
     stc enhance DIR_OR_LIST... -o OUT_DIR --checkpoint RUN2 [--workers N]
     stc enhance CROPS... -o OUT_DIR --checkpoint RUN2 --aligned
+    stc enhance CROP.mp4 -o OUT.mp4 --checkpoint RUN2 --aligned --preset authors
 
 By default the input is a real video of any size, or a folder of frames (`IN/*.png` ->
 `OUT/*.png`): the faces are found and tracked shot by shot, each gets a steady per-frame crop,
@@ -14,7 +15,10 @@ With --aligned the input is already a face crop, as `stc curate` writes them: wh
 are resized to the trained resolution (the longer side, rounded to a multiple of the
 model's spatial factor) and restored in chunks of T frames; a last chunk shorter than T is
 run as the last T frames (so it sees real context), a video shorter than T is padded by
-repeating its last frame.
+repeating its last frame. `--aligned --preset authors` instead reproduces the frame handling
+of the authors' scripts/infer_bfvr.py (the first 24 frames, squashed to the model's size, one
+pass, one min-max over the clip, 24 fps: `stc.model.restore.aligned`), for comparing with
+their published outputs.
 
 Either way the output keeps the input's frame rate and audio. Several videos go through a
 pool of Ray actors, one model per actor. `OUT_DIR/enhance_stats.json` records the model
@@ -42,11 +46,16 @@ from stc.core.runtime import RayOptions
 from stc.core.frames import VIDEO_SUFFIXES, count_frames, is_frame_folder
 from stc.core.video import X264_PRESETS, FrameWriter, iter_frames, probe, resize_frames
 from stc.pipelines.driver import Pipeline, run_pipeline
+from stc.model.authors import authors_runner
+from stc.model.restore.aligned import enhance_authors
 from stc.model.restore.engine import FaceVideoRestorer, OnFrame
 from stc.model.restore.options import DETECTOR_DEFAULTS, FaceOptions
 from stc.pipelines.folders import STAGE2, STAGE2_STEP, expect_folder
 from stc.pipelines.inputs import gather_inputs
 from stc.pipelines.options import add_ray_args, non_negative_int, positive_int, print_next
+
+# How aligned inputs are handled: stc's own chunked path, or the authors' inference script.
+ALIGNED_PRESETS = ("stc", "authors")
 
 
 def pick_device(device: str = "auto") -> str:
@@ -92,11 +101,13 @@ def load_upsampler(path: str | Path, device: str) -> Callable[[np.ndarray], np.n
 
 class Enhancer:
     """A loaded Stage II model that restores whole videos: the faces of full frames, or,
-    with `faces=None`, aligned face crops chunk by chunk."""
+    with `faces=None`, aligned face crops chunk by chunk (`aligned_preset="authors"`: as the
+    authors' inference script)."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", crf: float = 18,
                  preset: str = "medium", pix_fmt: str = "yuv420p",
-                 faces: FaceOptions | None = None, bg_upsampler: str | Path | None = None):
+                 faces: FaceOptions | None = None, bg_upsampler: str | Path | None = None,
+                 aligned_preset: str = "stc"):
         from stc.model.stage2.model import load_stage2
 
         check_checkpoint(checkpoint)
@@ -106,6 +117,7 @@ class Enhancer:
         self.T, self.size = self.cfg.data.num_frames, self.cfg.data.size
         self.multiple = self.cfg.vqgan.spatial_factor
         self.crf, self.preset, self.pix_fmt = crf, preset, pix_fmt
+        self.aligned_preset = aligned_preset
         self.faces = None
         if faces is not None:
             upsampler = load_upsampler(bg_upsampler, self.device) if bg_upsampler else None
@@ -139,13 +151,17 @@ class Enhancer:
             stats = self.faces.enhance(src, dst, crf=self.crf, preset=self.preset,
                                        pix_fmt=self.pix_fmt, crops_dir=crops_dir,
                                        on_frame=on_frame)
-            clips = stats["crops"]
+            clips, frames = stats["crops"], self.T
+        elif self.aligned_preset == "authors":
+            stats = enhance_authors(authors_runner(self.model, self.device), self.size, src,
+                                    dst, crf=self.crf, preset=self.preset, pix_fmt=self.pix_fmt)
+            clips, frames = 1, stats["chunk_frames"]
         else:
             stats = self._enhance_aligned(src, dst, on_chunk)
-            clips = stats["chunks"]
+            clips, frames = stats["chunks"], self.T
         # The paper reports seconds per 24-frame clip whatever T the model was trained on.
         stats["model_clips"] = clips
-        stats["seconds_per_clip"] = (stats["model_seconds"] * 24 / (clips * self.T)
+        stats["seconds_per_clip"] = (stats["model_seconds"] * 24 / (clips * frames)
                                      if clips else None)
         return stats
 
@@ -197,10 +213,11 @@ class EnhanceWorker:
 
     def __init__(self, checkpoint: str, device: str, crf: float, preset: str,
                  pix_fmt: str = "yuv420p", faces: dict[str, Any] | None = None,
-                 bg_upsampler: str | None = None, frame_progress: bool = False):
+                 bg_upsampler: str | None = None, frame_progress: bool = False,
+                 aligned_preset: str = "stc"):
         self.enhancer = Enhancer(checkpoint, device, crf, preset, pix_fmt,
                                  FaceOptions(**faces) if faces is not None else None,
-                                 bg_upsampler)
+                                 bg_upsampler, aligned_preset)
         self.frame_progress = frame_progress
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -274,12 +291,20 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
                 overwrite: bool = False, progress: bool = True,
                 verbose: bool = False, *, aligned: bool = False,
                 faces: FaceOptions | None = None, bg_upsampler: str | Path | None = None,
-                save_crops: bool = False, pix_fmt: str = "yuv420p") -> dict[str, Any]:
+                save_crops: bool = False, pix_fmt: str = "yuv420p",
+                aligned_preset: str = "stc") -> dict[str, Any]:
     """Restore one video into the file `out`, or several into the folder `out`.
 
     Full frames by default (faces found, restored and pasted back, options in `faces`);
-    `aligned=True` for inputs that are face crops already."""
+    `aligned=True` for inputs that are face crops already, by stc's chunked path or, with
+    `aligned_preset="authors"`, as the authors' scripts/infer_bfvr.py."""
     check_checkpoint(checkpoint)
+    if aligned_preset not in ALIGNED_PRESETS:
+        raise ConfigError(f"preset {aligned_preset!r} is not one of {list(ALIGNED_PRESETS)}")
+    if aligned_preset == "authors" and not aligned:
+        raise ConfigError("--preset authors reproduces the authors' inference script, which "
+                          "takes aligned face videos (no face detection): add --aligned, or "
+                          "leave --preset out for stc's face-aware path on full frames")
     if aligned and (bg_upsampler or save_crops or (faces and faces.upscale != 1)):
         raise ConfigError("--aligned restores whole frames at the model's size: --upscale, "
                           "--bg-upsampler and --save-crops apply to full-frame videos only")
@@ -328,7 +353,8 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
     for dst in partial:
         print(f"stc enhance: {dst} exists but is incomplete; redoing it", file=sys.stderr)
     info = {"checkpoint": str(checkpoint), "device": pick_device(device),
-            "mode": "aligned" if aligned else "faces"}
+            "mode": ("aligned-authors" if aligned_preset == "authors" else "aligned")
+            if aligned else "faces"}
     gpu = 1 if info["device"].startswith("cuda") else 0
     pipeline = Pipeline(
         name="enhance", unit="video", out=out_dir, worker=EnhanceWorker,
@@ -336,7 +362,8 @@ def run_enhance(inputs: list[str], out: str | Path, checkpoint: str | Path, devi
                        "preset": preset, "pix_fmt": pix_fmt,
                        "faces": asdict(faces) if faces is not None else None,
                        "bg_upsampler": str(bg_upsampler) if bg_upsampler else None,
-                       "frame_progress": progress and len(jobs) - len(done) <= 1 and not workers},
+                       "frame_progress": progress and len(jobs) - len(done) <= 1 and not workers,
+                       "aligned_preset": aligned_preset},
         key="dst",
         to_rows=lambda item, payload: payload["rows"],
         error_rows=lambda item, msg: [{"src": item["src"], "dst": item["dst"], "status": "error",
@@ -417,8 +444,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             f"(default {FaceOptions.expand:g})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--crf", type=float, default=18, help="libx264 CRF of the output (default 18)")
-    p.add_argument("--preset", default="medium", choices=X264_PRESETS, metavar="PRESET",
-                   help=f"libx264 preset: {', '.join(X264_PRESETS)} (default medium)")
+    p.add_argument("--preset", default=None, choices=X264_PRESETS + ALIGNED_PRESETS,
+                   metavar="PRESET",
+                   help="with --aligned, 'authors' handles frames as the authors' "
+                        "scripts/infer_bfvr.py (the first 24 frames squashed to the model's "
+                        "size, one pass, one min-max over the clip, 24 fps), to compare with "
+                        "their published outputs; 'stc' (default) is stc's any-length path. "
+                        f"Any other value is the libx264 preset ({', '.join(X264_PRESETS)}; "
+                        "default medium), also settable as --x264-preset")
+    p.add_argument("--x264-preset", default=None, choices=X264_PRESETS, metavar="PRESET",
+                   help="libx264 preset of the output (default medium)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="Ray actors for several videos (default: one per CPU, or per GPU)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
@@ -436,10 +471,13 @@ def _main(args: argparse.Namespace) -> int:
                             color_match=not args.no_color_match, fps=args.fps)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    aligned_preset = args.preset if args.preset in ALIGNED_PRESETS else "stc"
+    x264 = args.x264_preset or (args.preset if args.preset in X264_PRESETS else "medium")
     summary = run_enhance(args.inputs, args.out, args.checkpoint, args.device, args.crf,
-                          args.preset, args.workers, args.address, args.num_cpus, args.overwrite,
+                          x264, args.workers, args.address, args.num_cpus, args.overwrite,
                           verbose=args.verbose, aligned=args.aligned, faces=faces,
-                          bg_upsampler=args.bg_upsampler, save_crops=args.save_crops)
+                          bg_upsampler=args.bg_upsampler, save_crops=args.save_crops,
+                          aligned_preset=aligned_preset)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
