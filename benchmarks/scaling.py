@@ -68,6 +68,9 @@ def curate(inputs: str, out: Path, config: str, limit: int | None, ray: list[str
     s = stc("curate", inputs, "--out", str(out), "--config", config, *extra, *ray)
     frames = s.get("input_frames") or 0
     return {"videos": s["processed"], "input_frames": frames,
+            "cpu_seconds_per_1000_frames": round(s["item_cpu_seconds"] / frames * 1000, 3)
+            if frames else None,
+            "stage_cpu_seconds_per_1000_frames": stage_cpu(s, frames),
             "videos_per_s": round(s["processed"] / s["wall_seconds"], 4),
             "input_frames_per_s": round(frames / s["wall_seconds"], 2),
             **_common(s, s["processed"], load),
@@ -80,9 +83,29 @@ def degrade(cur: Path, out: Path, window: int, size: int, windows: int, ray: lis
             "--window", str(window), "--size", str(size), "--max-windows", str(windows), *ray)
     pairs = s["new_pairs"]
     return {"clips": s["processed_clips"], "pairs": pairs, "frames": s["new_frames"],
+            "cpu_seconds_per_1000_frames": round(s["item_cpu_seconds"] / s["new_frames"] * 1000, 3)
+            if s["new_frames"] else None,
             "pairs_per_s": round(pairs / s["wall_seconds"], 4),
             "frames_per_s": round(s["new_frames"] / s["wall_seconds"], 2),
             "bytes_per_pair": s["bytes_per_pair"], **_common(s, pairs, load)}
+
+
+def stage_cpu(s: dict, frames: int) -> dict[str, float]:
+    """Each curate stage's CPU seconds (the worker thread's, the write's ffmpeg included:
+    the `cpu.<stage>` timings) per 1,000 input frames, over the whole run."""
+    if not frames:
+        return {}
+    return {k[len("cpu."):]: round(v["seconds"] / frames * 1000, 3)
+            for k, v in s["steps"].items() if k.startswith("cpu.")}
+
+
+def measured_at() -> dict:
+    """The commit the figures were measured at, and whether the tree differed from it."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True,
+                              text=True).stdout.strip()
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_paths": changed}
 
 
 def median_run(runs: list[dict], rate: str) -> dict:
@@ -178,10 +201,31 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
     ap.add_argument("--driver-inputs", type=int, default=600)
     ap.add_argument("--driver-only", action="store_true")
+    ap.add_argument("--stages-only", action="store_true",
+                    help="one 1-worker curate and degrade: the per-stage CPU seconds per "
+                         "1,000 frames docs/scale.md is built from (benchmarks/scale_doc.py)")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="stc-scaling-"))
+    if args.stages_only:
+        ray = ["--num-cpus", "2", "--workers", "1"]
+        c = curate(args.videos, tmp / "cur", args.config, args.limit, ray)
+        d = degrade(tmp / "cur", tmp / "pairs", args.window, args.size, args.max_windows, ray)
+        result = {"benchmark": "scaling (stages)", "measured_at": measured_at(),
+                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                              "load_avg_1m_before": round(load_before[0], 2),
+                              "load_avg_1m_after": round(os.getloadavg()[0], 2)},
+                  "inputs": {"videos": args.videos, "config": args.config, "limit": args.limit},
+                  "degrade_settings": {"recipe": "bfvr", "window": args.window, "size": args.size,
+                                       "max_windows": args.max_windows},
+                  "curate": c, "degrade": d}
+        shutil.rmtree(tmp, ignore_errors=True)
+        text = json.dumps(result, indent=2)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+        print(text)
+        return
     base = baseline_tree(Path(tempfile.gettempdir()) / "stc-scaling-base")
     if args.driver_only:
         from ray.cluster_utils import Cluster
