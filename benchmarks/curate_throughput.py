@@ -227,13 +227,16 @@ def main() -> None:
     ap.add_argument("--cases", default="shared,raw720p", help="comma list of shared, raw720p")
     ap.add_argument("--config", default="default")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tree", type=Path, default=None,
+                    help="the stc tree to measure as `stc` (default: this install); a worktree "
+                         "of a commit keeps others' uncommitted edits out of the figures")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another stc tree (a git worktree) to measure beside this one")
     ap.add_argument("--save", type=Path, default=None)
     args = ap.parse_args()
 
     videos = Path(args.videos)
-    trees: list[tuple[str, Path | None]] = [("stc", None)]
+    trees: list[tuple[str, Path | None]] = [("stc", args.tree)]
     if args.baseline is not None:
         trees.append(("baseline", args.baseline))
     out = {"benchmark": "curate_throughput",
@@ -242,7 +245,7 @@ def main() -> None:
            "config": args.config, "workers": args.workers,
            "trees": {label: str(t or ROOT) for label, t in trees},
            "baseline_commit": _commit(args.baseline) if args.baseline else None,
-           "commit": _commit(ROOT), "load_average_at_start": list(os.getloadavg())}
+           "commit": _commit(args.tree or ROOT), "load_average_at_start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory(prefix="stc-bench-") as tmp:
         tmp = Path(tmp)
         for case in [c.strip() for c in args.cases.split(",") if c.strip()]:

@@ -125,3 +125,25 @@ def test_a_failed_source_leaves_no_written_clip(sources, tmp_path, monkeypatch):
     rows, _ = curator(str(sources[0]))
     assert [r["status"] for r in rows] == ["error"]
     assert not list((tmp_path / "clips").glob("*.mp4"))
+
+
+def test_every_step_reports_its_cpu_seconds(sources, tmp_path):
+    """timings["cpu.STEP"]: each timed step's CPU seconds, the write's including the ffmpeg
+    that encoded it (the only program a curator starts, so every child CPU second reaped
+    during the call is the write's), and no more in all than the source's CPU."""
+    import resource
+
+    def children() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    curator = ClipCurator(_config(), tmp_path)
+    k0 = children()
+    rows, timings = curator(str(sources[1]))
+    encoders = children() - k0
+    assert any(r["status"] == "kept" for r in rows) and encoders > 0
+    steps = [k for k in timings if k != "cpu" and not k.startswith("cpu.")]
+    assert {"decode", "faces", "text", "write"} <= set(steps)
+    assert all(timings[f"cpu.{k}"] >= 0 for k in steps)
+    assert encoders - 1e-6 <= timings["cpu.write"] <= encoders + timings["write"] + 0.05
+    assert sum(timings[f"cpu.{k}"] for k in steps) <= timings["cpu"] + 0.05
