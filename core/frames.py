@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from stc.core.fs import TEMP_PREFIX
-from stc.core.video import FrameWriter, VideoError, VideoInfo, iter_frames, probe
+from stc.core.video import FrameSink, FrameWriter, VideoError, VideoInfo, iter_frames, probe
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_FOLDER_FPS = 25.0       # an image sequence carries no rate; outputs are images too
@@ -74,7 +74,7 @@ def iter_folder(folder: str | Path) -> Iterator[tuple[int, np.ndarray]]:
         yield i, img
 
 
-class FolderWriter:
+class FolderWriter(FrameSink):
     """Frames as PNG files named like the input's (or `000000.png`...); the folder appears
     only when `close()` succeeds, replacing an older one."""
 
@@ -87,9 +87,7 @@ class FolderWriter:
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
-        if frame.shape[:2] != self.size or frame.dtype != np.uint8:
-            raise VideoError(f"{self.path}: frame {self.frames} is {frame.shape} {frame.dtype}, "
-                             f"expected {self.size} uint8")
+        self.check(frame)
         name = (Path(self.names[self.frames]).stem if self.names and self.frames < len(self.names)
                 else f"{self.frames:06d}") + ".png"
         if not cv2.imwrite(str(self.tmp / name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)):
@@ -107,15 +105,6 @@ class FolderWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self) -> "FolderWriter":
-        return self
-
-    def __exit__(self, exc_type, *_) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def open_frames(src: str | Path, fps: float = DEFAULT_FOLDER_FPS

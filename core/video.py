@@ -659,7 +659,37 @@ def crop_transcode(src: str | Path, dst: str | Path, box: tuple[int, int, int, i
             raise VideoError(f"{src}: writing the cropped clip {dst} failed ({' | '.join(tail)})")
 
 
-class FrameWriter:
+class FrameSink:
+    """What every frame writer shares (an x264 file, a PNG folder): RGB uint8 frames of one
+    size; the output appears only when `close()` succeeds; as a context manager, an error
+    leaves nothing behind (`abort()`)."""
+
+    path: Path
+    size: tuple[int, int]       # (height, width)
+    frames: int
+
+    def check(self, frame: np.ndarray) -> None:
+        if frame.shape[:2] != self.size or frame.dtype != np.uint8:
+            raise VideoError(f"{self.path}: frame {self.frames} is {frame.shape} {frame.dtype}, "
+                             f"expected {self.size} uint8")
+
+    def close(self) -> Path:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class FrameWriter(FrameSink):
     """Stream RGB uint8 frames into an x264 mp4 without holding the clip in memory; with
     `audio_from`, the audio streams of that file are copied in. The file appears only when
     `close()` succeeds (use it as a context manager); on an error nothing is left behind."""
@@ -690,9 +720,7 @@ class FrameWriter:
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
-        if frame.shape[:2] != self.size or frame.dtype != np.uint8:
-            raise VideoError(f"{self.path}: frame {self.frames} is {frame.shape} {frame.dtype}, "
-                             f"expected {self.size} uint8")
+        self.check(frame)
         try:
             self.proc.stdin.write(np.ascontiguousarray(frame).tobytes())
         except BrokenPipeError:
@@ -720,12 +748,3 @@ class FrameWriter:
         self.proc.wait()
         self._err.close()
         self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "FrameWriter":
-        return self
-
-    def __exit__(self, exc_type, *_) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
