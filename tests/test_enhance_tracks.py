@@ -5,6 +5,7 @@ a face, and the cuts are where the clips were joined.
   frames, joined end to end with hard cuts: the face is restored on >= 95% of frames, no
   track crosses a cut, and the crop centre's frame-to-frame second difference stays under 1%
   of the crop side at the 99th percentile in every track (no saw-tooth).
+- Two clips joined by a 15-frame dissolve (`transitions_footage`): no track reaches into it.
 - talkshow_2 (mostly three-quarter views) as it is: restored on >= 90% of frames.
 - A frame folder in gives a frame folder out (same names, bit-exact outside the crops), with
   per-frame progress; --draw-box draws; an incomplete earlier output is redone, a complete
@@ -87,6 +88,27 @@ def test_no_track_crosses_a_constructed_cut(joined):
     assert segments and all(len(s) == 1 for s in segments.values()), segments
     # every segment (clip) has its own track
     assert set().union(*segments.values()) == set(range(len(joined["clips"])))
+
+
+def test_no_track_crosses_a_constructed_dissolve(shared_videos, tmp_path):
+    """Two people joined by a 15-frame dissolve, the gradual transition a frame-difference
+    cut detector misses: every track lies wholly before or wholly after it (no cross-faded
+    frame of two people is restored as one face), and both shots get theirs. Without shot
+    detection (`shots: none`) the tracker alone ends the first track inside the dissolve."""
+    from .transitions_footage import Join, ShotPart, edit
+
+    built = edit(shared_videos, tmp_path / "dissolve.mp4", [
+        ShotPart("hdtf_1.mp4", 0, 25), Join("dissolve", 15), ShotPart("hdtf_2.mp4", 20, 25)])
+    ((kind, t0, t1),) = built.transitions
+    assert kind == "dissolve"
+    crops = tmp_path / "crops"
+    FaceVideoRestorer(keep, 32, 4, FaceOptions()).enhance(built.path, tmp_path / "out.mp4",
+                                                          crops_dir=crops, **FAST)
+    boxes = read_boxes(crops).dropna(subset=["track"])
+    spans = {int(k): (int(f.min()), int(f.max())) for k, f in boxes.groupby("track")["frame"]}
+    assert all(last < t0 or first >= t1 for first, last in spans.values()), (spans, t0, t1)
+    assert any(last < t0 for _, last in spans.values()), spans        # the first shot's
+    assert any(first >= t1 for first, _ in spans.values()), spans     # and the second's
 
 
 def test_crops_follow_the_head_without_a_saw_tooth(joined):
