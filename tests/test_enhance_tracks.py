@@ -185,3 +185,23 @@ def test_the_cnn_detector_on_sampled_frames_finds_the_face(joined, shared_videos
     boxes = read_boxes(tmp_path / "crops")
     assert stats["detect_every"] == 4 and stats["detections"] == 5     # 0, 4, 8, 12 and 15
     assert restored_fraction(boxes) == 1.0 and (boxes["detected"] == "yes").sum() == 5
+
+
+def test_the_readme_shows_the_draw_box_picture_and_the_measured_detector_table():
+    """The README's before/after picture (made with --draw-box) is there, and its detector
+    table says what benchmarks/results/enhance_detectors.json measured."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    picture = "benchmarks/results/enhance_before_after.png"
+    assert f"![before/after, made with --draw-box]({picture})" in readme
+    assert (root / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    measured = json.loads((root / "benchmarks/results/enhance_detectors.json").read_text())
+    for name, r in measured["detectors"].items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}`"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2:6] == [f"{100 * r['letterboxed_720p']['recall']:.0f}%",
+                              f"{100 * r['talkshow_2']['recall']:.0f}%",
+                              f"{r['letterboxed_720p']['detector_ms_per_frame_run']:.0f}",
+                              f"{r['letterboxed_720p']['first_pass_ms_per_frame']:.0f}"], row
