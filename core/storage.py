@@ -116,13 +116,18 @@ def suffix(loc: Location) -> str:
 
 
 def _fs(url: str):
-    """(fsspec file system, path inside it). fsspec caches file system instances."""
+    """(fsspec file system, path inside it). fsspec caches file system instances.
+
+    Without fsspec's listings cache: other processes (Ray workers on other nodes, the next
+    run) write below the folders this one lists, and s3fs answers a later read of an object
+    from a cached listing of its folder, so a part committed after a listing was "not found"
+    in the process that listed first (a reader that polled a manifest, a resumed driver)."""
     try:
         import fsspec
     except ImportError:  # pragma: no cover - fsspec comes with ray[data]
         raise RuntimeError(f"{url}: URLs need fsspec; pip install 'stc[cloud]'") from None
     try:
-        return fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url, use_listings_cache=False)
     except (ImportError, ValueError) as exc:
         scheme = url.split("://", 1)[0]
         extra = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}.get(scheme, f"the fsspec backend for {scheme}://")

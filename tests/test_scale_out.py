@@ -77,6 +77,45 @@ def test_readers_see_committed_parts_only(tmp_path):
     assert json.loads((old / INDEX_FILE).read_text())["parts"] == [manifest_files(old)[0].name]
 
 
+def test_a_reader_that_listed_a_manifest_reads_parts_committed_after(s3, monkeypatch):
+    """The node-kill test's flake, pinned: a reader polling a run's manifest on S3 (the test
+    itself, a user's notebook) listed the folder the instant the driver wrote its first,
+    empty index; s3fs kept that listing and answered every later read of a part from it:
+    "not found", for parts the driver had committed."""
+    import s3fs
+    import pyarrow as pa
+
+    elsewhere = s3fs.S3FileSystem(skip_instance_cache=True)    # the driver and its workers
+    path = "s3://cur/listed-then-read/manifest.parquet"
+    key = path.removeprefix("s3://")
+
+    def driver_commits(parts: list[str]) -> None:
+        doc = {"format": mio.INDEX_FORMAT, "version": 1, "key": CLIP_SCHEMA.key, "parts": parts}
+        elsewhere.pipe_file(f"{key}/{INDEX_FILE}", json.dumps(doc).encode())
+
+    def worker_writes(rows: list[dict]) -> str:
+        sink = pa.BufferOutputStream()
+        pq.write_table(CLIP_SCHEMA.table(rows), sink)
+        name = mio.new_part_name()
+        elsewhere.pipe_file(f"{key}/{name}", sink.getvalue().to_pybytes())
+        return name
+
+    real_isdir = storage.isdir
+
+    def index_lands_meanwhile(loc):
+        # The reader found no index; the driver's first write lands before it lists.
+        driver_commits([])
+        return real_isdir(loc)
+
+    monkeypatch.setattr(storage, "isdir", index_lands_meanwhile)
+    assert manifest_files(path) == []
+    monkeypatch.undo()
+    parts = [worker_writes([clip_row("a", 0)]), worker_writes([clip_row("b", 0)])]
+    driver_commits(parts)
+    assert [storage.name(f) for f in manifest_files(path)] == parts
+    assert read_table(path, CLIP_SCHEMA).column("source_id").to_pylist() == ["a", "b"]
+
+
 @pytest.mark.parametrize("dies_at", ["before_switch", "after_switch"])
 def test_a_kill_during_compaction_leaves_no_duplicates(tmp_path, monkeypatch, dies_at):
     """Issue 23: a kill during compaction left duplicate rows for outside readers (the merged
