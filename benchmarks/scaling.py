@@ -103,9 +103,9 @@ def measured_at() -> dict:
     """The commit the figures were measured at, and whether the tree differed from it."""
     def git(*a: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True,
-                              text=True).stdout.strip()
+                              text=True).stdout
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_paths": changed}
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_paths": changed}
 
 
 def median_run(runs: list[dict], rate: str) -> dict:
