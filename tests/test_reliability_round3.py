@@ -338,6 +338,24 @@ def test_linked_folders_are_followed_loops_are_rows_and_own_output_is_not_input(
         str(out.resolve())).any()
 
 
+def test_eval_over_folders_with_a_link_loop_scores_the_videos_without_a_traceback(tmp_path, capsys):
+    """The second command that walks folders: `stc eval --pred DIR --gt DIR` with a link back
+    up the tree in each."""
+    import os
+
+    for side in ("pred", "gt"):
+        noise_video(tmp_path / side / "a.mp4", frames=8, size=32)
+        (tmp_path / side / "sub").mkdir()
+        os.symlink("..", tmp_path / side / "sub" / "up")
+    out = tmp_path / "scores.parquet"
+    r = cli(capsys, "eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+            "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    no_traceback(r)
+    scores = pd.read_parquet(out)
+    assert list(scores["status"]) == ["ok"] and len(scores) == 1, scores
+
+
 # --- tracebacks that are now messages -------------------------------------------------------
 def test_bad_numbers_and_presets_are_refused_before_anything_runs(tmp_path, capsys):
     cur = tmp_path / "cur"
