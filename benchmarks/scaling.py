@@ -235,7 +235,7 @@ def main() -> None:
         try:
             pair.add_node(**node)
             pair.wait_for_nodes()
-            result = {"benchmark": "scaling (driver only)",
+            result = {"benchmark": "scaling (driver only)", "measured_at": measured_at(),
                       "load_avg_1m_before": round(load_before[0], 2),
                       "driver": driver_cost(pair.address, args.driver_inputs, args.repeat, tmp, base)}
         finally:
