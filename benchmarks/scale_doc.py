@@ -72,7 +72,9 @@ def render(stages: dict, driver: dict, hours: float, fps: float, input_minutes: 
             f"Wall, measured under load: curate {cur['input_frames_per_s']:.0f} input frames/s "
             f"with one worker, degrade {deg['frames_per_s']:.0f} frames/s. "
             f"Driver: **{ms_driver:.2f} ms of CPU per input** on a 2-node cluster "
-            f"(`benchmarks/results/scaling_driver.json`; "
+            f"(`benchmarks/results/scaling_driver.json`, measured at "
+            f"`{driver.get('measured_at', {}).get('commit', 'an earlier commit')}` with a near-free "
+            "worker, so that only the driver's own cost shows; "
             f"{driver['driver']['before']['driver_cpu_ms_per_input']:.2f} ms before issue 27), "
             f"so one driver keeps up with {1000 / ms_driver:,.0f} inputs/s.", ""]
     frames = hours * 3600 * fps
