@@ -204,7 +204,12 @@ class Enhancer:
 
 
 def check_checkpoint(path: str | Path) -> None:
-    """A Stage I run (or a curated folder...) given as --checkpoint: say so, not a key error."""
+    """A Stage I run (or a curated folder...) given as --checkpoint: say so, not a key error.
+    A path that does not exist is refused here, before Ray and its workers start."""
+    if not Path(path).expanduser().exists():
+        raise ConfigError(f"{path}: no such checkpoint; give a Stage II run folder (made by "
+                          "`stc train stage2` or `stc weights import`), one of its checkpoint "
+                          "folders, or a .safetensors file inside one")
     expect_folder(path, (STAGE2, STAGE2_STEP), "stc enhance")
 
 

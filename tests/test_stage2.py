@@ -163,6 +163,15 @@ def test_enhance_bad_input_is_reported_not_crashed(tmp_path):
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_enhance_refuses_a_missing_checkpoint_before_starting_workers(tmp_path):
+    clip = tmp_path / "in.mp4"
+    clip.write_bytes(b"")
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        run_enhance([str(clip)], tmp_path / "o.mp4", tmp_path / "missing", device="cpu",
+                    progress=False)
+    assert not (tmp_path / "o.mp4").exists()
+
+
 def test_load_stage2_refuses_a_missing_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_stage2(tmp_path)
