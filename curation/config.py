@@ -51,6 +51,21 @@ class ShotConfig:
     # theirs, the same transitions on the shared and constructed cases
     # (tests/test_shot_windows.py)]. 100: the authors' windows exactly.
     max_window: int = 300
+    # A coarse pass first [stc: issue 22 item 8]: where the gate is open, TransNetV2 looks
+    # at every `coarse_stride`-th frame (a 15-frame dissolve is 4 frames at that rate, a
+    # cut still a cut), at 1/stride of its cost; the full-rate pass runs only on the blocks
+    # within `coarse_reach` frames of a frame it scores above `coarse_threshold` (either
+    # head), so what the full-rate pass finds is what a full run finds. A gate on picture
+    # change alone opens on every block of a face that fills the frame and moves (its
+    # windowed difference is as large as a dissolve's), where the coarse pass scores under
+    # 0.14 [stc: benchmarks/shot_gate.py: the shared single-shot clips score at most 0.14,
+    # and the cuts and 2-40 frame dissolves built from pairs of them that TransNetV2 finds
+    # at full rate 0.49 or more at every phase of the stride (28 pairs; 0.27 or more over
+    # the ~150 built while choosing these values)].
+    # coarse_stride 1: off (the full-rate pass on every open block).
+    coarse_stride: int = 4
+    coarse_threshold: float = 0.2
+    coarse_reach: int = 25
     # Transitions from the same thumbnails [stc: issue 22]: a fade through black (the black
     # frames and up to max_fade_frames darkening into / brightening out of them), a wipe
     # (the change between frames in one band a quarter of the picture wide, holding
@@ -295,10 +310,12 @@ class CurateConfig:
 # Ranges and relations, checked whenever a curate config is loaded (stc.core.config.checks):
 # a reversed or negative threshold would otherwise reject every clip without a word.
 checks(SamplingConfig, positive("per_second"))
-checks(ShotConfig, fraction("threshold", "many_hot_threshold", "wipe_band_share", "wipe_travel"),
-       at_least(0, "gate_change", "pad", "spike_min", "jump_min", "max_embed_distance",
+checks(ShotConfig, fraction("threshold", "many_hot_threshold", "wipe_band_share", "wipe_travel",
+                            "coarse_threshold"),
+       at_least(0, "gate_change", "pad", "coarse_reach", "spike_min", "jump_min", "max_embed_distance",
                 "wipe_min_change"),
-       at_least(1, "max_fade_frames", "wipe_min_frames", "spike_ratio", "jump_ratio"),
+       at_least(1, "max_fade_frames", "wipe_min_frames", "spike_ratio", "jump_ratio",
+                "coarse_stride"),
        positive("content_threshold"))
 checks(TrackConfig, fraction("min_iou"), at_least(0, "max_gap_seconds", "max_embed_distance",
                                                    "max_drift_distance"),

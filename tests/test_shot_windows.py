@@ -94,3 +94,21 @@ def test_loading_transnetv2_leaves_the_callers_state_and_its_scores(monkeypatch)
     with torch.inference_mode():
         got, want = model.predict_raw(x), reference.predict_raw(x)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_coarse_pass_finds_what_a_full_run_finds_and_skips_a_moving_face(shared_videos, tmp_path):
+    """The coarse pass (every 4th frame) in front of the full-rate pass: on the edit with
+    every transition kind the same transitions as TransNetV2 on every block, and on a real
+    face-filling clip whose head motion opens the picture-change gate on every block, no
+    full-rate block at all (issue 22 item 8)."""
+    built = transitions_footage.every_transition(shared_videos, tmp_path / "every.mp4")
+    frames = read_frames(built.path)
+    coarse, stats = _detect(frames, ShotConfig(jump_cuts=False))
+    full, full_stats = _detect(frames, ShotConfig(jump_cuts=False, gate=False))
+    assert coarse == full, (coarse, full)
+    assert stats["coarse_windows"] >= 1 and stats["blocks_run"] < full_stats["blocks_run"]
+    moving = read_frames(shared_videos / "hdtf_6.mp4")
+    found, still = _detect(moving, ShotConfig(jump_cuts=False))
+    _, open_gate = _detect(moving, ShotConfig(jump_cuts=False, coarse_stride=1))
+    assert found == [] and still["blocks_run"] == 0 and open_gate["blocks_run"] == open_gate["blocks"]
+    assert still["model_seconds"] < 0.6 * open_gate["model_seconds"]
