@@ -296,6 +296,13 @@ def source_figure(sources: list[Mapping[str, Any]], title: str) -> Figure | None
         # Where a track was split because its face became someone else (no cut was found).
         for f in src.get("identity_changes") or []:
             ax.plot([f, f], [0.0, lanes], color=IDENTITY_COLOR, lw=1.0, ls="--")
+        # The frames cut out around such a change (a dissolve the detector missed).
+        for ch in src.get("person_changes") or []:
+            if ch["end"] > ch["start"]:
+                ax.add_patch(Rectangle((ch["start"], 0.0), ch["end"] - ch["start"], lanes,
+                                       fc=IDENTITY_COLOR, ec="none", alpha=0.15))
+                ax.text(ch["start"], lanes - 0.2, f" person change ({ch['kind']}) {ch['start']}-{ch['end']}",
+                        fontsize=6, color=IDENTITY_COLOR, va="bottom", ha="left", clip_on=True)
         # One lane per clip.
         for k, c in enumerate(src["clips"], start=1):
             a, b = c.get("start_frame"), c.get("end_frame")
@@ -323,7 +330,8 @@ def source_figure(sources: list[Mapping[str, Any]], title: str) -> Figure | None
                Rectangle((0, 0), 1, 1, fc="none", ec=TURNED_COLOR, hatch="////",
                          label="turned run left in (short, or the clip went as side_face)"),
                Line2D([], [], color=VERDICT_STYLE["text"][0], lw=1.2, label="frame with text"),
-               Line2D([], [], color=IDENTITY_COLOR, lw=1.0, ls="--", label="face became another person")]
+               Line2D([], [], color=IDENTITY_COLOR, lw=1.0, ls="--", label="face became another person"),
+               Rectangle((0, 0), 1, 1, fc=IDENTITY_COLOR, alpha=0.15, label="frames cut out around it")]
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 1 - 0.25 / fig.get_figheight()),
                ncol=8, fontsize=7, frameon=False)
     fig.suptitle(title, x=0.01, y=1 - 0.03 / fig.get_figheight(), ha="left", va="top", fontsize=11)

@@ -456,6 +456,8 @@ def source_evidence(manifest: ClipManifest, limit: int = REVIEW_SOURCES) -> list
             "shots": [list(s_[:2]) for s_ in doc.get("shots") or [] if len(s_) >= 2],
             "transitions": _transitions(doc),
             "identity_changes": [int(f) for f in doc.get("identity_changes") or []],
+            "person_changes": [{k: _plain(ch.get(k)) for k in ("start", "end", "kind")}
+                               for ch in doc.get("person_changes") or [] if isinstance(ch, dict)],
             "clips": clips,
             "message": "" if clips else str(first.get("message") or ""),
         })

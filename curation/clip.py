@@ -54,7 +54,7 @@ from stc.curation.identity import ClipFace, clip_embedding, person_id, person_la
 from stc.curation.motion import MotionMeter
 from stc.curation.jump_cuts import FaceJumps
 from stc.curation.shots import Shot, make_detector
-from stc.curation.tracks import Track, track_faces
+from stc.curation.tracks import Track, change_margin, track_faces
 from stc.manifests.clips import REASONS
 
 # A shot longer than this many clips' worth is analysed in chunks of it, so a worker holds
@@ -150,6 +150,7 @@ class SourceState:
     clips: list[Clip] = field(default_factory=list)
     writes: list[tuple[Clip, Future]] = field(default_factory=list)   # clips being written
     fragments: int = 0                # face segments shorter than min_frames
+    person_changes: list = field(default_factory=list)   # curation.person_change spans
     tracks: int = 0
     embeddings: int = 0
 
@@ -272,7 +273,8 @@ class ClipCurator:
         if cfg.shots.jump_cuts and cfg.shots.detector != "none":
             jumps = FaceJumps(cfg.shots, self._embed_sample)
         with self._timed(s, "shots"):
-            s.detector = make_detector(cfg.shots, s.fps, info.width, info.height, self.threads, jumps)
+            s.detector = make_detector(cfg.shots, s.fps, info.width, info.height, self.threads, jumps,
+                                       change_margin(cfg.tracks, s.fps))
         stride = sample_stride(s.fps, cfg.sampling)
         max_frames = self._max_frames(s)
         chunk = CHUNK_CLIPS * max_frames
@@ -442,7 +444,9 @@ class ClipCurator:
 
         with self._timed(s, "tracks"):
             tracks = track_faces({p.index: p.boxes for p in samples}, self.cfg.tracks, fps=s.fps,
-                                 shots=[(a, b)], embed=embed)
+                                 shots=[(a, b)], embed=embed,
+                                 picture=s.detector)
+            s.person_changes += [t.person_change for t in tracks if t.person_change is not None]
             for t in tracks:
                 t.shot, t.index = s.shot_index, t.index + s.track_offset
             s.track_offset += len(tracks)
@@ -593,8 +597,10 @@ class ClipCurator:
                "detector_stats": {k: round(v, 4) for k, v in det.stats.items()},
                "face_tracks": s.tracks, "short_face_tracks": s.fragments,
                # where a track was split because its face became another person's
-               "identity_changes": sorted({c.track.frames[0] for c in s.clips
+               "identity_changes": sorted({c.track.start for c in s.clips
                                            if c.track.after_identity_change}),
+               # the frames cut out around each change of person, none in any clip
+               "person_changes": [ch.to_json() for ch in s.person_changes],
                "persons": len({c.row["person_id"] for c in s.clips if c.row.get("person_id")})}
         write_text_atomic(self.out_dir / shots_file(s.source_id), json.dumps(doc) + "\n")
 

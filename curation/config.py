@@ -122,6 +122,12 @@ class TrackConfig:
     # one sampled frame costs. max_drift_distance 0: off.
     drift_check_seconds: float = 1.0
     max_drift_distance: float = 0.5
+    # Where a face became another person inside a shot, the shot stage missed a transition
+    # (curation.person_change): where the picture shows a hard cut nothing else is lost;
+    # otherwise this many seconds either side of the split go (a dissolve TransNetV2 missed
+    # runs across it: a 20-frame one split at its 14th frame left 6 cross-faded frames in the
+    # next clip). A cut the face-jump check finds in a gradual picture change gets the same.
+    change_margin_seconds: float = 1.5
 
 
 @dataclass
@@ -318,7 +324,7 @@ checks(ShotConfig, fraction("threshold", "many_hot_threshold", "wipe_band_share"
                 "coarse_stride"),
        positive("content_threshold"))
 checks(TrackConfig, fraction("min_iou"), at_least(0, "max_gap_seconds", "max_embed_distance",
-                                                   "max_drift_distance"),
+                                                   "max_drift_distance", "change_margin_seconds"),
        positive("drift_check_seconds"))
 checks(IdentityConfig, at_least(1, "min_faces"), positive("person_distance"))
 checks(FaceConfig, at_least(32, "detect_max_side"), in_range(0, 4, "upsample"),

@@ -42,6 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stc.curation.config import ShotConfig
+from stc.curation.person_change import CUT_LAG, is_cut
 
 TRANSNET_SIZE = (48, 27)        # (width, height) TransNetV2 was trained on
 WINDOW, BLOCK, CONTEXT = 100, 50, 25   # its windows: 100 frames in, the middle 50 scored
@@ -487,13 +488,19 @@ class Transitions:
     cuts between people framed alike. Transitions that overlap become one; a gradual one
     is widened by `cfg.pad` frames each side, the frames where it barely shows."""
 
-    def __init__(self, detector, cfg: ShotConfig, jumps=None):
+    def __init__(self, detector, cfg: ShotConfig, jumps=None, margin: int = 38):
         self.detector, self.cfg, self.jumps = detector, cfg, jumps
+        self.margin = margin                      # of a face-found cut in a gradual change
+        self.held: list[Transition] = []          # face-found cuts waiting for CUT_LAG frames
         self.name = detector.name
         self.thumb_size = detector.thumb_size
         self.pushed = 0
         self.luma: list[float] = []               # mean of every thumbnail
         self.black: list[bool] = []               # whether it is black
+        # mean |grey thumbnail t - thumbnail t-1| and |t - (t - CUT_LAG)|: whether a change
+        # of person is a hard cut or a gradual change (curation.person_change)
+        self.step: list[float] = []
+        self.lag: list[float] = []
         self.recent: list[np.ndarray] = []        # the last HISTORY 48x27 grey thumbnails
         self.found: list[Transition] = []         # not yet emitted, sorted on emission
         self.transitions: list[Transition] = []
@@ -503,7 +510,7 @@ class Transitions:
         self._wipe: list[tuple[int, float]] = []  # (frame, band centre) of the open sweep
         self._wipe_axis = -1
         self._last_end = 0
-        self.counts = {"fades": 0, "wipes": 0}
+        self.counts = {"fades": 0, "wipes": 0, "face_cuts_gradual": 0}
 
     @property
     def stats(self) -> dict[str, float]:
@@ -526,8 +533,12 @@ class Transitions:
         self.pushed += 1
         if self.cfg.fades:
             self._fade_step(t)
-        if self.cfg.wipes and len(self.recent) > 1:
-            self._wipe_step(t, np.abs(grey - self.recent[-2]))
+        diff = np.abs(grey - self.recent[-2]) if len(self.recent) > 1 else None
+        self.step.append(0.0 if diff is None else float(diff.mean()))
+        self.lag.append(float(np.abs(grey - self.recent[-1 - CUT_LAG]).mean())
+                        if len(self.recent) > CUT_LAG else 0.0)
+        if self.cfg.wipes and diff is not None:
+            self._wipe_step(t, diff)
         self._emit()
 
     def finish(self) -> None:
@@ -547,7 +558,9 @@ class Transitions:
         cfg = self.cfg
         limits = [self.detector.safe(), self.pushed - (cfg.max_fade_frames + 1 if cfg.fades else 0)]
         if self.jumps is not None:
-            limits.append(self.jumps.safe())
+            # a cut it is still deciding may become a gradual change reaching back `margin`
+            limits.append(self.jumps.safe() - self.margin)
+            limits += [t.end - self.margin for t in self.held]
         if self._black is not None:
             limits.append(self._black - cfg.max_fade_frames)
         if self._fade is not None:
@@ -639,7 +652,9 @@ class Transitions:
             self.consumed += 1
             self.found.append(t._replace(kind=self._kind(t)))
         if self.jumps is not None:
-            self.found += self.jumps.take()
+            for t in self.jumps.take():
+                (self.held if t.kind == "cut" else self.found).append(t)
+            self._settle(final)
         if not self.found:
             return
         frontier = self.pushed + self.cfg.pad if final else self._frontier()
@@ -655,6 +670,21 @@ class Transitions:
                     continue
             self.transitions.append(t)
             self._last_end = t.end
+
+    def _settle(self, final: bool) -> None:
+        """A cut the faces found is a cut where the picture shows one; inside a gradual
+        change of the picture (a dissolve the detector missed, where the face detector
+        switched from one fading face to the other) it becomes a dissolve reaching
+        `margin` frames either side (curation.person_change)."""
+        for t in list(self.held):
+            if not final and self.pushed <= t.end + CUT_LAG:
+                continue
+            self.held.remove(t)
+            if not is_cut(self.step, self.lag, t.end):
+                t = Transition(max(0, t.end - self.margin), t.end + self.margin, t.score,
+                               "dissolve", t.by)
+                self.counts["face_cuts_gradual"] += 1
+            self.found.append(t)
 
     def _padded(self, t: Transition) -> Transition:
         if t.end - t.start <= 2:
@@ -674,13 +704,14 @@ def _merge(a: Transition, b: Transition) -> Transition:
 
 
 def make_detector(cfg: ShotConfig, fps: float, width: int, height: int, threads: int = 1,
-                  jumps=None):
+                  jumps=None, margin: int = 38):
     """The configured detector; TransNetV2 and scenedetect come wrapped in `Transitions`
-    (`jumps`: a `curation.jump_cuts.FaceJumps` the caller feeds faces to, or None)."""
+    (`jumps`: a `curation.jump_cuts.FaceJumps` the caller feeds faces to, or None;
+    `margin`: frames either side of a face-found cut in a gradual picture change)."""
     if cfg.detector == "transnetv2":
-        return Transitions(TransNetV2Shots(cfg, threads), cfg, jumps)
+        return Transitions(TransNetV2Shots(cfg, threads), cfg, jumps, margin)
     if cfg.detector == "scenedetect":
-        return Transitions(SceneDetectShots(cfg, fps, width, height), cfg, jumps)
+        return Transitions(SceneDetectShots(cfg, fps, width, height), cfg, jumps, margin)
     return NoShots()
 
 

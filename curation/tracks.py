@@ -18,6 +18,9 @@ place a moment before, across a cut the shot detector missed or a dissolve: so e
 embeddings so far, and where it is farther than `max_drift_distance` the track is split at
 the first detection that is (the detections since the last check are embedded to find it).
 One far detection followed by a near one is an outlier (blur, a hand), not a new person.
+`track_faces` then cuts the frames of each such change out of both tracks: the one cut
+frame where the picture shows a hard cut, else a margin around the split, since a dissolve
+the shot stage missed runs on either side of it (`curation.person_change`).
 The embeddings computed stay on the track (`Track.embeddings`), for its clips' identity.
 
 A track covers [start, end): from its first detection to its last, stretched to the shot's
@@ -38,6 +41,7 @@ import numpy as np
 
 from stc.curation.config import TrackConfig
 from stc.curation.faces import Box
+from stc.curation.person_change import PersonChange, change_span
 
 # embed(frame, box) -> 128-d descriptor, or None where the frame is no longer at hand.
 Embed = Callable[[int, Box], "np.ndarray | None"]
@@ -68,6 +72,11 @@ class Track:
     embeddings: dict[int, np.ndarray] = field(default_factory=dict)
     # begins where the identity check ended another person's track (at frames[0])
     after_identity_change: bool = False
+    # (near, far): that track's last detection and this one's first when it was split;
+    # `before` is that track. track_faces cuts the change's frames out of both.
+    change: tuple[int, int] | None = None
+    before: "Track | None" = field(default=None, repr=False, compare=False)
+    person_change: PersonChange | None = None     # the frames cut out, once they are
 
     def box_at(self, frame: int) -> Box:
         """The box at any frame: linear between the two detections around it, the nearest
@@ -274,7 +283,8 @@ class FaceTracker:
         """Detections [i:] of `o`'s track become a new track, the rest ends before them."""
         old = o.track
         new = Track(self.shot, 0, old.frames[i:], old.boxes[i:], old.slots[i:],
-                    after_identity_change=True)
+                    after_identity_change=True,
+                    change=(old.frames[max(0, i - 1)], old.frames[i]), before=old)
         new.embeddings = {f: v for f, v in old.embeddings.items() if f >= new.frames[0]}
         old.embeddings = {f: v for f, v in old.embeddings.items() if f < new.frames[0]}
         del old.frames[i:], old.boxes[i:], old.slots[i:]
@@ -315,13 +325,17 @@ class FaceTracker:
 
 def track_faces(detections: Mapping[int, Sequence[Box]], cfg: TrackConfig = TrackConfig(), *,
                 fps: float = 25.0, shots: Sequence[tuple[int, int]] | None = None,
-                num_frames: int | None = None, embed: Embed | None = None) -> list[Track]:
+                num_frames: int | None = None, embed: Embed | None = None,
+                picture=None) -> list[Track]:
     """Face tracks from per-frame detections (frame -> boxes, for the frames looked at).
 
     `shots`: [start, end) frame ranges; tracks never cross them and frames outside every
     shot (a transition) are ignored. Without shots the whole video is one shot ending at
     `num_frames` (default: one past the last frame looked at). `embed(frame, box)` returns a
     face descriptor (`stc.curation.faces.FaceEmbedder`) for ambiguous links.
+    Where a track's face became another person, the frames of that change
+    (`curation.person_change`, located with `picture`'s per-frame change series `step` and
+    `lag`, a `curation.shots.Transitions`, when known) are cut out of both tracks; a track left with no detection goes.
     Returns tracks ordered by shot, then first appearance."""
     frames = sorted(detections)
     if shots is None:
@@ -332,5 +346,47 @@ def track_faces(detections: Mapping[int, Sequence[Box]], cfg: TrackConfig = Trac
         tracker = FaceTracker(cfg, fps, embed, shot=s, shot_start=start, shot_end=end)
         for f in frames[bisect.bisect_left(frames, start):bisect.bisect_left(frames, end)]:
             tracker.update(f, detections[f])
-        tracks.extend(tracker.close())
+        tracks.extend(cut_out_changes(tracker.close(), cfg, fps, picture))
     return tracks
+
+
+def cut_out_changes(tracks: list[Track], cfg: TrackConfig, fps: float, picture=None) -> list[Track]:
+    """One shot's tracks with the frames of every change of person cut out of the track
+    before it and the track after it (see `curation.person_change`)."""
+    if not any(t.change for t in tracks):
+        return tracks
+    margin = change_margin(cfg, fps)
+    step, lag = getattr(picture, "step", None), getattr(picture, "lag", None)
+    for t in tracks:
+        if t.change is None or t.before is None:
+            continue
+        ch = change_span(*t.change, margin, step, lag)
+        t.person_change = ch
+        _keep(t.before, end=ch.start)
+        _keep(t, start=ch.end)
+    kept = sorted((t for t in tracks if t.frames), key=lambda t: (t.frames[0], t.boxes[0].x0))
+    for i, t in enumerate(kept):
+        t.index = i
+    return kept
+
+
+def change_margin(cfg: TrackConfig, fps: float) -> int:
+    """Frames dropped either side of a gradual change of person."""
+    return int(round(cfg.change_margin_seconds * (fps if fps > 0 else 25.0)))
+
+
+def _keep(t: Track, start: int | None = None, end: int | None = None) -> None:
+    """`t` from `start` / up to `end`: its detections outside go. The face was tracked
+    across the change, so it is there up to it (held at its nearest detection's box, as at
+    a shot's ends): a track ending at a cut reaches the cut frame."""
+    inside = [i for i, f in enumerate(t.frames)
+              if (start is None or f >= start) and (end is None or f < end)]
+    t.frames = [t.frames[i] for i in inside]
+    t.boxes = [t.boxes[i] for i in inside]
+    t.slots = [t.slots[i] for i in inside]
+    t.embeddings = {f: v for f, v in t.embeddings.items()
+                    if (start is None or f >= start) and (end is None or f < end)}
+    if t.frames and start is not None:
+        t.start = start
+    if t.frames and end is not None:
+        t.end = end

@@ -49,7 +49,9 @@ def test_a_face_that_becomes_another_person_at_the_same_place_splits_the_track()
     embed, calls = _embed(lambda f: A if f < 120 else B)
     by_overlap = track_faces(dets, TrackConfig(embed=False), fps=25.0, num_frames=240)
     assert len(by_overlap) == 1
-    tracks = track_faces(dets, TrackConfig(), fps=25.0, num_frames=240, embed=embed)
+    # Where the split falls; the frames cut out around it are tests/test_person_change.py's.
+    tracks = track_faces(dets, TrackConfig(change_margin_seconds=0), fps=25.0, num_frames=240,
+                         embed=embed)
     assert [(t.start, t.end) for t in tracks] == [(0, 109), (120, 240)]
     assert tracks[0].frames[-1] == 108 and tracks[1].frames[0] == 120
     # Checked about once a second, plus the frames between the last check and the drift.
@@ -147,9 +149,12 @@ def test_two_people_at_the_same_place_across_a_missed_cut_are_never_one_track(bu
     for r in clips:
         assert r["end_frame"] <= cut or r["start_frame"] >= cut, (r["clip_id"], r["start_frame"],
                                                                   r["end_frame"])
-    # Each person's clips reach to within one sampling stride (13 frames) of the cut.
-    assert max(r["end_frame"] for r in clips if r["end_frame"] <= cut) >= cut - 13
-    assert min(r["start_frame"] for r in clips if r["start_frame"] >= cut) <= cut + 13
+    # Each person's clips reach to within the margin cut out around a change of person
+    # (shot detection off: no picture to tell a cut from a dissolve by) and one sampling
+    # stride (13 frames) of the cut.
+    reach = round(TrackConfig().change_margin_seconds * 25) + 13
+    assert max(r["end_frame"] for r in clips if r["end_frame"] <= cut) >= cut - reach
+    assert min(r["start_frame"] for r in clips if r["start_frame"] >= cut) <= cut + reach
     first = {r["person_id"] for r in clips if r["end_frame"] <= cut}
     second = {r["person_id"] for r in clips if r["start_frame"] >= cut}
     assert len(first) == len(second) == 1 and first != second
@@ -168,9 +173,16 @@ def test_the_review_timeline_marks_where_a_face_became_someone_else():
     other = {**clip, "clip_id": "s_s000_t01_00", "start_frame": 84, "end_frame": 150,
              "person_id": "s_p01", "identity_id": "id1", "split": "test"}
     fig = source_figure([{"source_id": "s", "num_frames": 150, "fps": 25.0, "shots": [[0, 150]],
-                          "transitions": [], "identity_changes": [84], "clips": [clip, other]}], "t")
+                          "transitions": [], "identity_changes": [84],
+                          "person_changes": [{"start": 60, "end": 84, "kind": "gradual"}],
+                          "clips": [clip, other]}], "t")
     ax = fig.axes[0]
     marks = [ln for ln in ax.lines if ln.get_color() == IDENTITY_COLOR]
     assert [list(ln.get_xdata()) for ln in marks] == [[84, 84]]
     labels = [t.get_text() for t in ax.texts]
     assert any("person s_p01 (face 0.04 from its mean) id1 in test" in t for t in labels), labels
+    # The frames cut out around the change, shaded and labelled.
+    assert any("person change (gradual) 60-84" in t for t in labels), labels
+    from matplotlib.colors import to_rgba
+    shaded = [p for p in ax.patches if p.get_facecolor()[:3] == to_rgba(IDENTITY_COLOR)[:3]]
+    assert [(p.get_x(), p.get_width()) for p in shaded] == [(60, 24)]
