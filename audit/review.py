@@ -333,6 +333,6 @@ def source_figure(sources: list[Mapping[str, Any]], title: str) -> Figure | None
                Line2D([], [], color=IDENTITY_COLOR, lw=1.0, ls="--", label="face became another person"),
                Rectangle((0, 0), 1, 1, fc=IDENTITY_COLOR, alpha=0.15, label="frames cut out around it")]
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 1 - 0.25 / fig.get_figheight()),
-               ncol=8, fontsize=7, frameon=False)
+               ncol=5, fontsize=7, frameon=False)
     fig.suptitle(title, x=0.01, y=1 - 0.03 / fig.get_figheight(), ha="left", va="top", fontsize=11)
     return fig
