@@ -53,6 +53,16 @@ class PersonChange:
                 "near": self.near, "far": self.far}
 
 
+def margin_frames(seconds: float, fps: float) -> int:
+    """The margin in frames (`TrackConfig.change_margin_seconds` at the source's rate)."""
+    return int(round(seconds * (fps if fps > 0 else 25.0)))
+
+
+def widened(start: int, end: int, margin: int) -> tuple[int, int]:
+    """[start, end) of a gradual change the detectors barely see, `margin` further each way."""
+    return max(0, start - margin), end + margin
+
+
 def is_cut(step: Sequence[float], lag: Sequence[float], c: int) -> bool:
     """Whether frame c starts a new picture: `step[t]` is the change from frame t-1 to t,
     `lag[t]` from frame t - CUT_LAG to t (either may end early: the last frames)."""
@@ -71,4 +81,4 @@ def change_span(near: int, far: int, margin: int, step: Sequence[float] | None =
         c = near + 1 + int(np.argmax(np.asarray(step[near + 1:far + 1], np.float64)))
         if is_cut(step, lag, c):
             return PersonChange(c, c, "cut", near, far)
-    return PersonChange(max(0, near + 1 - margin), far + margin, "gradual", near, far)
+    return PersonChange(*widened(near + 1, far, margin), "gradual", near, far)

@@ -43,8 +43,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stc.curation.config import ShotConfig
-from stc.curation.person_change import CUT_LAG, is_cut
+from stc.curation.config import ShotConfig, TrackConfig
+from stc.curation.person_change import CUT_LAG, is_cut, margin_frames, widened
 
 TRANSNET_SIZE = (48, 27)        # (width, height) TransNetV2 was trained on
 WINDOW, BLOCK, CONTEXT = 100, 50, 25   # its windows: 100 frames in, the middle 50 scored
@@ -494,7 +494,7 @@ class Transitions:
     cuts between people framed alike. Transitions that overlap become one; a gradual one
     is widened by `cfg.pad` frames each side, the frames where it barely shows."""
 
-    def __init__(self, detector, cfg: ShotConfig, jumps=None, margin: int = 38):
+    def __init__(self, detector, cfg: ShotConfig, jumps, margin: int):
         self.detector, self.cfg, self.jumps = detector, cfg, jumps
         self.margin = margin                      # of a face-found cut in a gradual change
         self.held: list[Transition] = []          # face-found cuts waiting for CUT_LAG frames
@@ -662,7 +662,8 @@ class Transitions:
                 # Found by the many-hot head alone: a dissolve the network barely sees, whose
                 # faint ends it does not mark (a 30-frame one marked on its frames 24-28
                 # only), so it reaches `margin` frames further each way.
-                t = t._replace(start=max(0, t.start - self.margin), end=t.end + self.margin)
+                start, end = widened(t.start, t.end, self.margin)
+                t = t._replace(start=start, end=end)
             self.found.append(t._replace(kind=self._kind(t)))
         if self.jumps is not None:
             for t in self.jumps.take():
@@ -694,8 +695,7 @@ class Transitions:
                 continue
             self.held.remove(t)
             if not is_cut(self.step, self.lag, t.end):
-                t = Transition(max(0, t.end - self.margin), t.end + self.margin, t.score,
-                               "dissolve", t.by)
+                t = Transition(*widened(t.end, t.end, self.margin), t.score, "dissolve", t.by)
                 self.counts["face_cuts_gradual"] += 1
             self.found.append(t)
 
@@ -717,10 +717,13 @@ def _merge(a: Transition, b: Transition) -> Transition:
 
 
 def make_detector(cfg: ShotConfig, fps: float, width: int, height: int, threads: int = 1,
-                  jumps=None, margin: int = 38):
+                  jumps=None, margin: int | None = None):
     """The configured detector; TransNetV2 and scenedetect come wrapped in `Transitions`
     (`jumps`: a `curation.jump_cuts.FaceJumps` the caller feeds faces to, or None;
-    `margin`: frames either side of a face-found cut in a gradual picture change)."""
+    `margin`: frames either side of a gradual change the detectors barely see; default
+    `TrackConfig.change_margin_seconds` at `fps`)."""
+    if margin is None:
+        margin = margin_frames(TrackConfig().change_margin_seconds, fps)
     if cfg.detector == "transnetv2":
         return Transitions(TransNetV2Shots(cfg, threads), cfg, jumps, margin)
     if cfg.detector == "scenedetect":

@@ -41,7 +41,7 @@ import numpy as np
 
 from stc.curation.config import TrackConfig
 from stc.curation.faces import Box
-from stc.curation.person_change import PersonChange, change_span
+from stc.curation.person_change import PersonChange, change_span, margin_frames
 
 # embed(frame, box) -> 128-d descriptor, or None where the frame is no longer at hand.
 Embed = Callable[[int, Box], "np.ndarray | None"]
@@ -70,13 +70,16 @@ class Track:
     end: int = 0                    # one past the last frame covered
     # frame -> dlib descriptor of the detection there, for the detections that were embedded
     embeddings: dict[int, np.ndarray] = field(default_factory=dict)
-    # begins where the identity check ended another person's track (at frames[0])
-    after_identity_change: bool = False
-    # (near, far): that track's last detection and this one's first when it was split;
-    # `before` is that track. track_faces cuts the change's frames out of both.
+    # Where it begins because the identity check ended another person's track: (near, far),
+    # that track's last detection and this one's first; `before` is that track.
+    # track_faces cuts the change's frames out of both.
     change: tuple[int, int] | None = None
     before: "Track | None" = field(default=None, repr=False, compare=False)
     person_change: PersonChange | None = None     # the frames cut out, once they are
+
+    @property
+    def after_identity_change(self) -> bool:
+        return self.change is not None
 
     def box_at(self, frame: int) -> Box:
         """The box at any frame: linear between the two detections around it, the nearest
@@ -283,7 +286,6 @@ class FaceTracker:
         """Detections [i:] of `o`'s track become a new track, the rest ends before them."""
         old = o.track
         new = Track(self.shot, 0, old.frames[i:], old.boxes[i:], old.slots[i:],
-                    after_identity_change=True,
                     change=(old.frames[max(0, i - 1)], old.frames[i]), before=old)
         new.embeddings = {f: v for f, v in old.embeddings.items() if f >= new.frames[0]}
         old.embeddings = {f: v for f, v in old.embeddings.items() if f < new.frames[0]}
@@ -335,7 +337,8 @@ def track_faces(detections: Mapping[int, Sequence[Box]], cfg: TrackConfig = Trac
     face descriptor (`stc.curation.faces.FaceEmbedder`) for ambiguous links.
     Where a track's face became another person, the frames of that change
     (`curation.person_change`, located with `picture`'s per-frame change series `step` and
-    `lag`, a `curation.shots.Transitions`, when known) are cut out of both tracks; a track left with no detection goes.
+    `lag`, a `curation.shots.Transitions`, when known) are cut out of both tracks; a track
+    left with no detection goes.
     Returns tracks ordered by shot, then first appearance."""
     frames = sorted(detections)
     if shots is None:
@@ -372,7 +375,7 @@ def cut_out_changes(tracks: list[Track], cfg: TrackConfig, fps: float, picture=N
 
 def change_margin(cfg: TrackConfig, fps: float) -> int:
     """Frames dropped either side of a gradual change of person."""
-    return int(round(cfg.change_margin_seconds * (fps if fps > 0 else 25.0)))
+    return margin_frames(cfg.change_margin_seconds, fps)
 
 
 def _keep(t: Track, start: int | None = None, end: int | None = None) -> None:
