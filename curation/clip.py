@@ -579,6 +579,12 @@ class ClipCurator:
             return Stop("no_face", f"{s.path}: no face stayed on screen for min_frames="
                                    f"{self.cfg.min_frames} frames in one shot ({s.tracks} face "
                                    f"track(s) in {len(s.shots)} shot(s), all shorter)")
+        spans = list(getattr(s.detector, "transitions", []))
+        if not s.samples_seen and spans:
+            # Every frame went to transitions (a short source that is mostly a dissolve).
+            found = ", ".join(f"{t.kind} {t.start}-{t.end}" for t in spans)
+            return Stop("no_face", f"{s.path}: all {s.num_frames} frames lie in transitions ({found}), "
+                                   f"so no shot is left to take a clip from")
         return Stop("no_face", f"{s.path}: no face in any of {s.samples_seen} sampled frames")
 
     def _source_facts(self, s: SourceState) -> dict[str, Any]:

@@ -132,3 +132,16 @@ def test_a_missed_dissolve_leaves_no_cross_faded_frame_in_a_kept_clip(interview)
     assert any(a <= d0 + TOLERANCE and b >= d1 - TOLERANCE for a, b in spans), spans
     if many_hot == 0:       # this is the identity check's catch, not the detector's
         assert doc["person_changes"] and doc["person_changes"][0]["kind"] == "gradual", doc
+
+
+def test_a_source_that_is_all_transition_says_so(shared_videos, tmp_path):
+    """34 frames, 10 of them a dissolve: its margin leaves no shot. One row, whose message
+    names the transition rather than "no face"."""
+    built = edit(shared_videos, tmp_path / "short.mp4", [
+        ShotPart("hdtf_6.mp4", 0, 12, "letterbox", 1.1), Join("dissolve", 10),
+        ShotPart("hdtf_3.mp4", 30, 12, "letterbox", 1.1)])
+    cfg = CurateConfig()
+    cfg.crop.size, cfg.encode.preset = 128, "ultrafast"
+    rows, _ = ClipCurator(cfg, tmp_path / "out")(str(built.path))
+    assert len(rows) == 1 and rows[0]["reason"] == "no_face", rows
+    assert "lie in transitions (dissolve" in rows[0]["message"], rows[0]["message"]
