@@ -164,3 +164,15 @@ def test_ray_train_runs_the_same_loop(real_manifest, tmp_path, ray_session):
     a = {m["step"]: m["loss/total"] for m in metrics(straight) if "loss/total" in m}
     b = {m["step"]: m["loss/total"] for m in metrics(run) if "loss/total" in m}
     assert a == pytest.approx(b, rel=1e-4)
+
+
+@pytest.mark.timeout(120)
+def test_loader_workers_decode_after_the_trainer_process_did(real_manifest, tmp_path):
+    """data.num_workers=2 forks the workers from a process that has already decoded (here the
+    fixture and the read below): with PyAV 18.1 that hung forever (core/fork_safety.py)."""
+    read_frames(real_manifest.parent / "clips" / "hdtf_1.mp4", 0, 4)
+    run = tmp_path / "run"
+    cfg = tiny(**{"train.max_steps": 4, "train.log_every": 2, "train.val_every": 4,
+                  "train.ckpt_every": 4, "data.num_workers": 2})
+    Stage1Trainer(cfg, real_manifest, run, log=lambda m: None).run()
+    assert [m["step"] for m in metrics(run) if "loss/l1" in m] == [2, 4]
